@@ -1,0 +1,42 @@
+"""hf_mera: modality-incremental continual learning for multimodal LLMs, the Hugging Face way.
+
+Importing the package registers AnyModalityLlava with transformers' Auto classes, so a saved
+checkpoint loads with `AutoModel`, `AutoModelForCausalLM`, `AutoConfig` and `AutoProcessor`
+without `trust_remote_code`.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoProcessor
+
+from .models.anymodality_llava import (
+    AnyModalityLlavaConfig,
+    AnyModalityLlavaForConditionalGeneration,
+    AnyModalityLlavaModel,
+    AnyModalityProcessor,
+    ModalityConfig,
+)
+
+__version__ = "0.1.0.dev0"
+
+AnyModalityLlava = AnyModalityLlavaForConditionalGeneration
+
+
+def _register_auto_classes() -> None:
+    # exist_ok: a second import (e.g. after importlib.reload) must not fail.
+    AutoConfig.register(AnyModalityLlavaConfig.model_type, AnyModalityLlavaConfig, exist_ok=True)
+    AutoModel.register(AnyModalityLlavaConfig, AnyModalityLlavaModel, exist_ok=True)
+    AutoModelForCausalLM.register(
+        AnyModalityLlavaConfig, AnyModalityLlavaForConditionalGeneration, exist_ok=True
+    )
+    AutoProcessor.register(AnyModalityLlavaConfig, AnyModalityProcessor, exist_ok=True)
+
+
+_register_auto_classes()
+
+__all__ = [
+    "AnyModalityLlava",
+    "AnyModalityLlavaConfig",
+    "AnyModalityLlavaForConditionalGeneration",
+    "AnyModalityLlavaModel",
+    "AnyModalityProcessor",
+    "ModalityConfig",
+]

@@ -1,0 +1,55 @@
+"""Run a modality-incremental curriculum.
+
+    accelerate launch hf_mera/run.py [CONFIG] [--section.key value ...]
+
+With no CONFIG it runs the shipped quickstart (`hf_mera/configs/quickstart.yaml`): the embedded
+benchmark, image → video → audio → point cloud, individually trained experts, Fine-Tuning and
+MERA (10 %). CONFIG is a YAML path or the name of a shipped config (`smollm2`, `paper-sequential` ...).
+At the end it prints the per-stage scores and Backward / Forward Relative Gain, and writes
+`results.json`, `report.md` and plots into the output folder. Re-running the same command after a
+crash resumes from the last finished phase.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    # `accelerate launch hf_mera/run.py` runs this file as a script: make the repository importable
+    # so that `trainers/` (beside `hf_mera/`) is found without installing.
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[str | None, list[str]]:
+    parser = argparse.ArgumentParser(
+        prog="hf_mera/run.py",
+        description=__doc__.split("\n\n")[0],
+        epilog="Overrides: any config field as --section.key value, e.g. --training.realign.max_steps 50",
+    )
+    parser.add_argument(
+        "config", nargs="?", default=None, help="YAML path or shipped config name (default: quickstart)"
+    )
+    args, overrides = parser.parse_known_args(argv)
+    return args.config, overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    config_path, overrides = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "urllib3", "datasets", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    from trainers.runner import run_curriculum
+
+    from hf_mera.continual.curriculum import load_run_config
+
+    run = load_run_config(config_path, overrides)
+    run_curriculum(run)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
