@@ -1,0 +1,158 @@
+"""Encoder base class, the encoder registry and the functions the model builds encoders with."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from torch import nn
+
+__all__ = [
+    "ENCODER_REGISTRY",
+    "ModalityEncoder",
+    "build_encoder",
+    "encoder_fingerprint",
+    "load_pretrained_encoder",
+    "register_encoder",
+]
+
+
+class ModalityEncoder(nn.Module):
+    """A modality encoder: preprocessed values → `[n_items, num_tokens, hidden_size]` features.
+
+    Subclasses are registered with `@register_encoder(name)`, declare `default_config` (every key they
+    accept) and set, in `__init__`:
+
+    - `hidden_size`, `num_tokens`: the output feature shape per item;
+    - `input_shape`: the per-item input shape they expect, or None when any length works;
+    - `grid_size`: `(rows, cols)` when the last `rows * cols` tokens form a 2-D grid (images), else None;
+    - `num_prefix_tokens`: tokens before that grid (a CLS token that was kept), default 0.
+
+    `self.config` is the resolved, JSON-safe config: `build_encoder(type, encoder.config)` rebuilds the
+    architecture. A frozen encoder (no parameter requires grad) stays in eval mode under `.train()`, so
+    BatchNorm statistics and dropout never move and its features match the encoder-feature cache.
+    """
+
+    encoder_type: ClassVar[str] = ""
+    default_config: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        self.config = config
+        self.hidden_size: int = 0
+        self.num_tokens: int = 0
+        self.input_shape: tuple[int, ...] | None = None
+        self.grid_size: tuple[int, int] | None = None
+        self.num_prefix_tokens: int = 0
+
+    @classmethod
+    def resolve_config(cls, config: dict[str, Any] | None) -> dict[str, Any]:
+        """`default_config` updated with `config`; an unknown key is a `ValueError` naming it."""
+        config = dict(config or {})
+        unknown = sorted(set(config) - set(cls.default_config))
+        if unknown:
+            raise ValueError(
+                f"Encoder {cls.encoder_type!r} got unknown config key(s) {unknown}; known: {sorted(cls.default_config)}."
+            )
+        return json.loads(json.dumps({**copy.deepcopy(cls.default_config), **config}))
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any] | None) -> ModalityEncoder:
+        """The architecture described by `config`, with initial weights."""
+        return cls(cls.resolve_config(config))
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | None, **kwargs: Any) -> ModalityEncoder:
+        """Pretrained weights. Built-ins without published weights accept only `name_or_path=None` and
+        return their deterministic initialisation (the same weights on every machine)."""
+        if name_or_path is not None:
+            raise ValueError(
+                f"Encoder {cls.encoder_type!r} has no pretrained weights to load from {name_or_path!r}; "
+                "pass None for its deterministic initial weights."
+            )
+        return cls.from_config(kwargs)
+
+    def check_input(self, values: torch.Tensor) -> None:
+        """A `ValueError` naming the encoder when `values` is not `[n, *input_shape]`."""
+        if self.input_shape is not None and tuple(values.shape[1:]) != tuple(self.input_shape):
+            raise ValueError(
+                f"Encoder {self.encoder_type!r} expects inputs of shape [n, {', '.join(map(str, self.input_shape))}], "
+                f"got {list(values.shape)}; check the modality's preprocess settings."
+            )
+
+    def train(self, mode: bool = True) -> ModalityEncoder:
+        frozen = not any(param.requires_grad for param in self.parameters())
+        return super().train(mode and not frozen)
+
+    def forward(self, values: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+EncoderT = TypeVar("EncoderT", bound=type[ModalityEncoder])
+ENCODER_REGISTRY: dict[str, type[ModalityEncoder]] = {}
+
+
+def register_encoder(name: str) -> Callable[[EncoderT], EncoderT]:
+    """Class decorator adding an encoder under `name`; registering a name twice is a `ValueError`."""
+
+    def decorator(cls: EncoderT) -> EncoderT:
+        if name in ENCODER_REGISTRY:
+            raise ValueError(f"Encoder type {name!r} is already registered.")
+        cls.encoder_type = name
+        ENCODER_REGISTRY[name] = cls
+        return cls
+
+    return decorator
+
+
+def get_encoder_class(encoder_type: str) -> type[ModalityEncoder]:
+    """The registered class, or a `ValueError` listing the known encoder types."""
+    if encoder_type not in ENCODER_REGISTRY:
+        raise ValueError(
+            f"Unknown encoder type {encoder_type!r}; known encoder types: {', '.join(sorted(ENCODER_REGISTRY))}."
+        )
+    return ENCODER_REGISTRY[encoder_type]
+
+
+def build_encoder(encoder_type: str, encoder_config: dict[str, Any] | None = None) -> ModalityEncoder:
+    """Builds the architecture from config only (initial weights, no download)."""
+    return get_encoder_class(encoder_type).from_config(encoder_config)
+
+
+def load_pretrained_encoder(
+    encoder_type: str, name_or_path: str | None, **kwargs: Any
+) -> tuple[ModalityEncoder, dict[str, Any]]:
+    """Loads real weights; returns the encoder and the `encoder_config` that rebuilds its architecture."""
+    encoder = get_encoder_class(encoder_type).from_pretrained(name_or_path, **kwargs)
+    return encoder, copy.deepcopy(encoder.config)
+
+
+def encoder_fingerprint(
+    encoder_type: str, encoder_config: dict[str, Any], encoder_module: nn.Module | None = None
+) -> str:
+    """sha256 hex of the type and config, plus every state-dict tensor when `encoder_module` is given
+    (two encoders with the same architecture but different weights must not share cached features)."""
+    digest = hashlib.sha256()
+    digest.update(
+        json.dumps({"type": encoder_type, "config": encoder_config}, sort_keys=True, default=str).encode()
+    )
+    if encoder_module is not None:
+        for name, tensor in sorted(encoder_module.state_dict().items()):
+            flat = tensor.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
+            digest.update(flat.view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seeds torch's CPU generator inside the block only, so built-ins get the same initial weights in
+    every process without disturbing the caller's random stream."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
