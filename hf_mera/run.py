@@ -12,7 +12,6 @@ crash resumes from the last finished phase.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
@@ -24,16 +23,16 @@ if __package__ in (None, ""):
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[str | None, list[str]]:
-    parser = argparse.ArgumentParser(
-        prog="hf_mera/run.py",
-        description=__doc__.split("\n\n")[0],
-        epilog="Overrides: any config field as --section.key value, e.g. --training.realign.max_steps 50",
-    )
-    parser.add_argument(
-        "config", nargs="?", default=None, help="YAML path or shipped config name (default: quickstart)"
-    )
-    args, overrides = parser.parse_known_args(argv)
-    return args.config, overrides
+    """`[CONFIG] [--section.key value ...]` → (CONFIG or None, the overrides)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(arg in ("-h", "--help") for arg in argv):
+        print(__doc__)
+        print("Overrides: any config field as --section.key value, e.g. --training.realign.max_steps 50")
+        raise SystemExit(0)
+    # Only the first argument may be the config; every other one belongs to an override.
+    if argv and not argv[0].startswith("--"):
+        return argv[0], argv[1:]
+    return None, argv
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,9 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("httpx", "urllib3", "datasets", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    from trainers.runner import run_curriculum
-
     from hf_mera.continual.curriculum import load_run_config
+    from trainers.runner import run_curriculum
 
     run = load_run_config(config_path, overrides)
     run_curriculum(run)

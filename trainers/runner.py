@@ -1,0 +1,118 @@
+"""Run every method of a curriculum and report: the body of `hf_mera/run.py`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+import yaml
+
+from hf_mera.continual.curriculum import PAPER_ORDERS, RunConfig
+
+from .merge_and_realign import MethodRecord, Workspace, build_method
+
+logger = logging.getLogger(__name__)
+
+
+def _order_name(order: list[str]) -> str:
+    return next((name for name, modalities in PAPER_ORDERS.items() if modalities == order), " → ".join(order))
+
+
+def _expert_scores(records: list[MethodRecord]) -> dict[str, dict[str, float]]:
+    """S_sup per modality and task, from the run's `experts` method (empty when it has none)."""
+    for record in records:
+        if record.type == "experts":
+            return {stage.modality: stage.scores[stage.modality] for stage in record.stages}
+    return {}
+
+
+def to_run_scores(record: MethodRecord, expert_scores: dict, run: RunConfig):
+    from hf_mera.evaluation import RunScores
+
+    return RunScores(
+        method=record.name,
+        order=record.order,
+        stages=[stage.scores for stage in record.stages],
+        expert_scores=expert_scores,
+        order_name=_order_name(record.order),
+        cross_modal={"cross-modal": record.cross_modal_accuracy}
+        if record.cross_modal_accuracy is not None
+        else {},
+        metadata={
+            "judge": run.evaluation.judge,
+            "seed": run.seed,
+            "checkpoints": [stage.checkpoint for stage in record.stages],
+            "train_seconds": record.train_seconds,
+        },
+    )
+
+
+def run_curriculum(run: RunConfig, progress: bool = True) -> dict:
+    """Train and evaluate every method of `run`; write results.json, report.md and the plots.
+
+    Returns the `write_report` paths (empty on non-main processes).
+    """
+    from hf_mera.evaluation import (
+        EfficiencyRecord,
+        backward_summary_table,
+        cross_modal_table,
+        stagewise_table,
+        write_report,
+    )
+
+    workspace = Workspace(run, progress=progress)
+    output_dir = Path(run.output_dir)
+    if workspace.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "run_config.yaml").write_text(yaml.safe_dump(asdict(run), sort_keys=False))
+    records = []
+    for method in run.methods:
+        logger.info("=== method %s (%s) ===", method.name, method.type)
+        records.append(build_method(workspace, method).train())
+    if not workspace.is_main:
+        workspace.barrier()
+        return {}
+
+    experts = _expert_scores(records)
+    continual = [r for r in records if r.type != "experts"]
+    zero = [f"{m}/{t}" for m, tasks in experts.items() for t, score in tasks.items() if score == 0]
+    if not experts or not continual or zero:
+        # Relative Gains need the experts (S_sup, non-zero) and a continual method: keep the raw scores.
+        why = (
+            f"the experts scored 0 on {zero}" if zero else "it needs an 'experts' method and a continual one"
+        )
+        path = output_dir / "results.json"
+        path.write_text(
+            json.dumps({"records": [asdict(r) for r in records], "relative_gain": None}, indent=2)
+        )
+        print(f"Raw scores written to {path}; no Relative Gain because {why}.")
+        for record in records:
+            for stage in record.stages:
+                print(f"{record.name} stage {stage.index} ({stage.modality}): {json.dumps(stage.scores)}")
+        workspace.barrier()
+        return {"json": path}
+
+    runs = [to_run_scores(record, experts, run) for record in continual]
+    efficiency = [
+        EfficiencyRecord(
+            method=r.name, train_peak_memory_bytes=r.peak_memory_bytes, train_wall_seconds=r.train_seconds
+        )
+        for r in records
+    ]
+    paths = write_report(runs, output_dir, efficiency=efficiency, title=f"hf_mera: {output_dir.name}")
+    print("\nScores and Relative Gains per stage (Relative Gain in % of the individually trained experts)\n")
+    print(stagewise_table(runs))
+    print("\nBackward Relative Gain over stages (paper Table 2)\n")
+    print(backward_summary_table(runs))
+    cross = cross_modal_table(runs)
+    if cross:
+        print("\nCross-modal accuracy after the last stage (paper Table 3)\n")
+        print(cross)
+    print(f"\nWrote {', '.join(str(p) for p in paths.values())}")
+    workspace.barrier()
+    return paths
+
+
+__all__ = ["run_curriculum", "to_run_scores"]
