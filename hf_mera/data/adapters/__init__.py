@@ -1,0 +1,42 @@
+"""Readers for the paper's eight datasets (appendix B, Table 8) from local files.
+
+    >>> from hf_mera.data.adapters import load_paper_dataset
+    >>> coco = load_paper_dataset("mscoco", "/data/coco", test_size=1000, seed=0)
+    >>> coco["train"][0]["messages"]
+
+One module per dataset documents the files it reads; `PAPER_DATASETS` names the caption and QA
+dataset of each modality.
+"""
+
+# Importing the modules registers the adapters.
+from . import audiocaps, cap3d, cap3d_qa, clotho_aqa, mscoco, msvd, msvd_qa, okvqa  # noqa: F401
+from .base import (
+    ADAPTER_REGISTRY,
+    AdapterConfig,
+    DatasetAdapter,
+    Record,
+    get_dataset_adapter,
+    load_paper_dataset,
+    load_paper_modality,
+    register_dataset_adapter,
+)
+
+# The paper's datasets per modality: (captioning, question answering).
+PAPER_DATASETS = {
+    "image": ("mscoco", "okvqa"),
+    "video": ("msvd", "msvd_qa"),
+    "audio": ("audiocaps", "clotho_aqa"),
+    "point_cloud": ("cap3d", "cap3d_qa"),
+}
+
+__all__ = [
+    "ADAPTER_REGISTRY",
+    "PAPER_DATASETS",
+    "AdapterConfig",
+    "DatasetAdapter",
+    "Record",
+    "get_dataset_adapter",
+    "load_paper_dataset",
+    "load_paper_modality",
+    "register_dataset_adapter",
+]

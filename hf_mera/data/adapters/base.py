@@ -1,0 +1,302 @@
+"""Shared machinery of the paper-dataset adapters: config, base class, registry, file helpers.
+
+An adapter reads one dataset of the paper (appendix B, Table 8) from local files in its published
+format and returns a `DatasetDict` with "train" and "test" splits in the sample format. Each
+adapter module documents the files and folder layout it expects; `AdapterConfig.files` and
+`AdapterConfig.media_dir` override them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..bad_data import BadItemLog, OnBadItem
+from ..format import Sample, make_sample, samples_to_dataset
+from ..seeding import seeded_rng
+
+if TYPE_CHECKING:
+    from datasets import Dataset, DatasetDict
+
+logger = logging.getLogger(__name__)
+
+ADAPTER_SPLITS = ("train", "test")
+CAPTION_PROMPTS = {
+    "image": "Describe the image briefly.",
+    "video": "Describe the video briefly.",
+    "audio": "Describe the audio briefly.",
+    "point_cloud": "Describe the 3D object briefly.",
+}
+# LLaVA's instruction for short-answer VQA.
+QA_INSTRUCTION = "Answer the question using a single word or phrase."
+
+
+@dataclass
+class AdapterConfig:
+    """Where a paper dataset lives and how much of it to use."""
+
+    data_dir: str = field(
+        metadata={"help": "Folder with the dataset's annotation files (layout: see the adapter)."}
+    )
+    media_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder with the media files; defaults to the adapter's usual subfolder of data_dir."
+        },
+    )
+    files: dict[str, str] = field(
+        default_factory=dict,
+        metadata={
+            "help": "Annotation file names by role (e.g. {'train': 'my_train.csv'}), relative to data_dir."
+        },
+    )
+    test_size: int | None = field(
+        default=1000, metadata={"help": "Test examples sampled with `seed` (the paper: 1K); None keeps all."}
+    )
+    train_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Training examples sampled with `seed` (the paper: Cap3D 50K, Cap3D-QA 30K); None keeps all."
+        },
+    )
+    seed: int = field(
+        default=0, metadata={"help": "Seed of the test/train subsampling (and of seeded splits)."}
+    )
+    on_bad_item: str = field(
+        default="skip",
+        metadata={
+            "help": "'skip' drops rows with a missing media file or a malformed record (and warns "
+            "with the count); 'raise' raises ValueError naming the path and row."
+        },
+    )
+    max_caption_chars: int | None = field(
+        default=100, metadata={"help": "Cap3D only: drop captions longer than this (the paper's filter)."}
+    )
+
+    def __post_init__(self) -> None:
+        OnBadItem.parse(self.on_bad_item)
+        for name in ("test_size", "train_size"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value <= 0):
+                raise ValueError(f"AdapterConfig.{name} must be a positive int or None, got {value!r}.")
+
+
+@dataclass
+class Record:
+    """One example read from an annotation file, before its media file is located."""
+
+    row: int  # 0-based index of the record in its annotation file (reported for bad items)
+    key: str  # unique within the split; becomes the end of the sample id
+    media: list[str]  # candidate paths of the one media file, the first existing one is used
+    answer: str
+    references: list[str]
+    question: str = ""
+
+
+class DatasetAdapter(ABC):
+    """Reads one paper dataset into sample-format train and test splits.
+
+    Subclasses set `modality`, `task` and `default_files` (role -> path relative to data_dir,
+    globs allowed) and implement `records(split, log)`.
+    """
+
+    name: ClassVar[str]
+    modality: ClassVar[str]
+    task: ClassVar[str]
+    default_files: ClassVar[dict[str, str]] = {}
+    default_media_dir: ClassVar[str] = ""
+
+    def __init__(self, config: AdapterConfig) -> None:
+        self.config = config
+        self.data_dir = Path(config.data_dir)
+
+    # ---- what each adapter implements -------------------------------------------------------
+    @abstractmethod
+    def records(self, split: str, log: BadItemLog) -> Iterable[Record]:
+        """The split's records; malformed ones are reported to `log` and left out."""
+
+    # ---- shared helpers ---------------------------------------------------------------------
+    @property
+    def media_dir(self) -> Path:
+        return (
+            Path(self.config.media_dir) if self.config.media_dir else self.data_dir / self.default_media_dir
+        )
+
+    def file(self, role: str) -> Path:
+        """The annotation file of `role`; FileNotFoundError names what was looked for."""
+        pattern = self.config.files.get(role, self.default_files.get(role))
+        if pattern is None:
+            raise ValueError(f"{self.name}: no annotation file configured for role {role!r}.")
+        matches = sorted(self.data_dir.glob(pattern)) if any(c in pattern for c in "*?[") else []
+        path = matches[0] if matches else self.data_dir / pattern
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{self.name}: annotation file for {role!r} not found: {path} "
+                f"(set AdapterConfig.files[{role!r}] to its name relative to data_dir)."
+            )
+        return path
+
+    def prompt(self, question: str = "") -> str:
+        if self.task == "caption":
+            return CAPTION_PROMPTS[self.modality]
+        return f"{question}\n{QA_INSTRUCTION}"
+
+    # ---- the pipeline -----------------------------------------------------------------------
+    def located_records(self, split: str) -> list[tuple[Record, str]]:
+        """The split's records with the path of their media file; the rest are reported as bad items."""
+        log = BadItemLog(self.config.on_bad_item, source=f"{self.name} ({split})")
+        exists: dict[str, bool] = {}  # many records share a file (e.g. ~40 captions per MSVD clip)
+        kept: list[tuple[Record, str]] = []
+        for record in self.records(split, log):
+            found = None
+            for candidate in record.media:
+                if candidate not in exists:
+                    exists[candidate] = Path(candidate).is_file()
+                if exists[candidate]:
+                    found = candidate
+                    break
+            if found is None:
+                log.report(record.row, record.media[0], "media file not found", id=record.key)
+                continue
+            kept.append((record, found))
+        log.finish()
+        return kept
+
+    def select(self, split: str, kept: list[tuple[Record, str]]) -> list[tuple[Record, str]]:
+        """The records a split keeps: a seeded subsample of `test_size` / `train_size`."""
+        size = self.config.test_size if split == "test" else self.config.train_size
+        return subsample(kept, size, self.config.seed, self.name, split)
+
+    def load_split(self, split: str) -> list[Sample]:
+        """Records of `split` with an existing media file, subsampled per the config, as samples."""
+        return [
+            make_sample(
+                id=f"{self.name}/{split}/{record.key}",
+                modality=self.modality,
+                task=self.task,
+                media=[(self.modality, path)],
+                prompt=self.prompt(record.question),
+                answer=record.answer,
+                references=record.references,
+                question=record.question,
+            )
+            for record, path in self.select(split, self.located_records(split))
+        ]
+
+    def load(self) -> DatasetDict:
+        """The "train" and "test" splits as sample-format datasets."""
+        from datasets import DatasetDict
+
+        return DatasetDict({split: samples_to_dataset(self.load_split(split)) for split in ADAPTER_SPLITS})
+
+
+def subsample(items: list[Any], size: int | None, seed: int, *names: str) -> list[Any]:
+    """`size` items drawn without replacement with a seeded stream per (seed, names), in their
+    original order; all of them when `size` is None or not smaller."""
+    if size is None or size >= len(items):
+        return items
+    rng = seeded_rng(seed, *names)
+    return [items[i] for i in sorted(rng.choice(len(items), size=size, replace=False))]
+
+
+def majority(answers: list[str]) -> str:
+    """The most frequent answer; ties go to the one given first."""
+    counts: dict[str, int] = {}
+    for answer in answers:
+        counts[answer] = counts.get(answer, 0) + 1
+    return max(counts, key=lambda a: (counts[a], -answers.index(a)))
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from None
+
+
+def read_csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
+    """(0-based data row, row dict) of a headed CSV; ValueError when a required column is missing."""
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in required if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {', '.join(missing)} (found {reader.fieldnames}).")
+        yield from enumerate(reader)
+
+
+def with_extensions(stem: Path, extensions: tuple[str, ...]) -> list[str]:
+    """`stem` itself when it has an extension, else `stem` with each extension."""
+    if stem.suffix:
+        return [str(stem)]
+    return [str(stem.with_name(stem.name + ext)) for ext in extensions]
+
+
+ADAPTER_REGISTRY: dict[str, type[DatasetAdapter]] = {}
+
+
+def register_dataset_adapter(name: str) -> Callable[[type[DatasetAdapter]], type[DatasetAdapter]]:
+    """Class decorator adding an adapter to the registry; a repeated name is a ValueError."""
+
+    def decorator(cls: type[DatasetAdapter]) -> type[DatasetAdapter]:
+        if name in ADAPTER_REGISTRY:
+            raise ValueError(f"A dataset adapter named {name!r} is already registered.")
+        cls.name = name
+        ADAPTER_REGISTRY[name] = cls
+        return cls
+
+    return decorator
+
+
+def get_dataset_adapter(name: str) -> type[DatasetAdapter]:
+    """The adapter class of `name`; ValueError lists the known ones."""
+    if name not in ADAPTER_REGISTRY:
+        raise ValueError(f"Unknown dataset adapter {name!r}; known: {', '.join(sorted(ADAPTER_REGISTRY))}.")
+    return ADAPTER_REGISTRY[name]
+
+
+def load_paper_dataset(name: str, data_dir: str | Path, **config: Any) -> DatasetDict:
+    """Reads dataset `name` (e.g. "mscoco") from `data_dir`; `config` are `AdapterConfig` fields."""
+    adapter = get_dataset_adapter(name)(AdapterConfig(data_dir=str(data_dir), **config))
+    return adapter.load()
+
+
+def load_paper_modality(
+    modality: str,
+    configs: Mapping[str, Mapping[str, Any]],
+    seed: int = 0,
+    on_bad_item: OnBadItem | str = "skip",
+) -> dict[str, dict[str, Dataset]]:
+    """The paper's caption and QA datasets of `modality` (`PAPER_DATASETS`), by split and task.
+
+    Args:
+        modality: "image", "video", "audio" or "point_cloud".
+        configs: per dataset name, its `AdapterConfig` fields (at least `data_dir`), e.g.
+            `{"mscoco": {"data_dir": "/data/coco"}, "okvqa": {"data_dir": "/data/okvqa"}}`.
+        seed, on_bad_item: defaults for datasets whose config does not set them.
+
+    Returns:
+        `{"train": {"caption": ds, "qa": ds}, "test": {"caption": ds, "qa": ds}}`.
+    """
+    from . import PAPER_DATASETS  # the package's table (importing it registers every adapter)
+
+    if modality not in PAPER_DATASETS:
+        raise ValueError(f"No paper datasets for modality {modality!r}; known: {', '.join(PAPER_DATASETS)}.")
+    splits: dict[str, dict[str, Dataset]] = {split: {} for split in ADAPTER_SPLITS}
+    for name in PAPER_DATASETS[modality]:
+        if name not in configs or "data_dir" not in configs[name]:
+            raise ValueError(
+                f"The paper's {modality} data needs a config with 'data_dir' for dataset {name!r} "
+                f"(got configs for: {', '.join(configs) or 'none'})."
+            )
+        config = {"seed": seed, "on_bad_item": OnBadItem.parse(on_bad_item).value, **configs[name]}
+        adapter = get_dataset_adapter(name)
+        data = adapter(AdapterConfig(**config)).load()
+        for split in ADAPTER_SPLITS:
+            splits[split][adapter.task] = data[split]
+    return splits

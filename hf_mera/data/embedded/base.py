@@ -1,0 +1,162 @@
+"""What every generator of the embedded benchmark shares: the closed vocabulary, seeded random streams,
+balanced answer schedules and the generator interface with its registry."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..seeding import seeded_rng, stable_int  # noqa: F401 - re-exported for the generators
+
+# One closed vocabulary for all modalities, so that a word-level tokenizer stays small and
+# cross-modal questions ("do the image and the point cloud show the same color?") make sense.
+# US spelling "color" because easy-VQA's real questions use it.
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (215, 40, 40),
+    "green": (40, 165, 60),
+    "blue": (40, 70, 220),
+    "yellow": (235, 200, 35),
+}
+SHAPES_2D = ("circle", "rectangle", "triangle")
+NUMBER_WORDS = ("one", "two", "three", "four")
+# How modality names read inside sentences.
+SPOKEN_NAMES = {"image": "image", "video": "video", "audio": "audio", "point_cloud": "point cloud"}
+
+Attributes = dict[str, Any]
+
+
+def balanced_choices(rng: np.random.Generator, options: Sequence[Any], n: int) -> list[Any]:
+    """`n` draws from `options` with counts differing by at most one, in random order.
+
+    Exact balance (not i.i.d. draws) keeps small test sets at chance for a text-only guesser.
+    """
+    if not options:
+        raise ValueError("balanced_choices needs at least one option.")
+    # A random rotation first, so that the options favoured by the remainder vary with the seed.
+    offset = int(rng.integers(len(options))) if n % len(options) else 0
+    picks = [options[(i + offset) % len(options)] for i in range(n)]
+    order = rng.permutation(n)
+    return [picks[i] for i in order]
+
+
+def choose(rng: np.random.Generator, options: Sequence[Any], exclude: Any = None) -> Any:
+    """One uniform draw from `options`, optionally excluding one value."""
+    pool = [o for o in options if o != exclude]
+    return pool[int(rng.integers(len(pool)))]
+
+
+@dataclass(frozen=True)
+class QuestionType:
+    """A family of questions whose answers come from one closed set.
+
+    Attributes:
+        name: short name (stored in the metadata of each QA row).
+        question: the question text (lower case, ends with "?").
+        answers: the closed answer set; answers are balanced over it.
+        attribute: the item attribute the answer is read from.
+        requires: attribute values an item must have for the question to make sense
+            (e.g. "which way does the shape move?" only for moving shapes).
+    """
+
+    name: str
+    question: str
+    answers: tuple[str, ...]
+    attribute: str
+    requires: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def chance(self) -> float:
+        return 1.0 / len(self.answers)
+
+
+@dataclass(frozen=True)
+class QAItem:
+    """A drawn QA example before its media file is written."""
+
+    attributes: Attributes
+    question_type: str
+    question: str
+    answer: str
+
+
+class EmbeddedModality(ABC):
+    """A generator of one modality's media, captions and balanced questions.
+
+    Subclasses set `name`, `extension` and `caption_prompt`, and implement `sample_attributes`,
+    `write` and `caption`. Question types default to `question_types()`; a generator with its own
+    question pool (the real easy-VQA questions) overrides `draw_qa`.
+    """
+
+    name: ClassVar[str]
+    caption_prompt: ClassVar[str]
+
+    def __init__(self, seed: int, options: Mapping[str, Any] | None = None) -> None:
+        self.seed = seed
+        self.options = dict(options or {})
+
+    def question_types(self) -> tuple[QuestionType, ...]:
+        """The question families of this modality (may depend on options, e.g. spoken audio)."""
+        return ()
+
+    @abstractmethod
+    def sample_attributes(self, rng: np.random.Generator, split: str, **constraints: Any) -> Attributes:
+        """Random attributes of one item, with the given attributes fixed."""
+
+    @abstractmethod
+    def write(self, attributes: Attributes, folder: Path, stem: str, rng: np.random.Generator) -> str:
+        """Writes the item's media file into `folder` and returns its file name."""
+
+    @abstractmethod
+    def caption(self, attributes: Attributes) -> str:
+        """The reference caption of an item."""
+
+    def caption_plan(self, rng: np.random.Generator, n: int) -> list[dict[str, Any]]:
+        """Constraints for `n` caption items; default: no constraints (attributes drawn at random)."""
+        return [{} for _ in range(n)]
+
+    def draw_qa(self, rng: np.random.Generator, split: str, n: int) -> list[QAItem]:
+        """`n` QA items, question types balanced, answers balanced within each type."""
+        types = list(self.question_types())
+        if not types:
+            return []
+        order = balanced_choices(rng, types, n)
+        # Answers are balanced within each type: draw each type's answers as one balanced batch.
+        counts = {t.name: sum(1 for o in order if o.name == t.name) for t in types}
+        answers = {t.name: iter(balanced_choices(rng, t.answers, counts[t.name])) for t in types}
+        items: list[QAItem] = []
+        for qtype in order:
+            answer = next(answers[qtype.name])
+            constraints = dict(qtype.requires)
+            constraints[qtype.attribute] = answer
+            attributes = self.sample_attributes(rng, split, **constraints)
+            items.append(QAItem(attributes, qtype.name, qtype.question, answer))
+        return items
+
+
+EMBEDDED_MODALITY_REGISTRY: dict[str, type[EmbeddedModality]] = {}
+
+
+def register_embedded_modality(name: str) -> Callable[[type[EmbeddedModality]], type[EmbeddedModality]]:
+    """Class decorator adding a generator to the registry; a repeated name is a ValueError."""
+
+    def decorator(cls: type[EmbeddedModality]) -> type[EmbeddedModality]:
+        if name in EMBEDDED_MODALITY_REGISTRY:
+            raise ValueError(f"An embedded-benchmark generator named {name!r} is already registered.")
+        cls.name = name
+        EMBEDDED_MODALITY_REGISTRY[name] = cls
+        return cls
+
+    return decorator
+
+
+def get_embedded_modality(name: str) -> type[EmbeddedModality]:
+    """The generator class of `name`; ValueError lists the known ones."""
+    if name not in EMBEDDED_MODALITY_REGISTRY:
+        known = ", ".join(sorted(EMBEDDED_MODALITY_REGISTRY))
+        raise ValueError(f"No embedded-benchmark generator for modality {name!r}; known: {known}.")
+    return EMBEDDED_MODALITY_REGISTRY[name]
