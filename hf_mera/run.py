@@ -13,6 +13,7 @@ crash resumes from the last finished phase.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -35,6 +36,23 @@ def parse_args(argv: list[str] | None = None) -> tuple[str | None, list[str]]:
     return None, argv
 
 
+def use_all_cpu_cores() -> None:
+    """On CPU, give each process its share of the cores.
+
+    `accelerate launch` without `--cpu` sets OMP_NUM_THREADS=1 for every process, which halves the
+    speed of a single-process CPU run on two cores. Threads are raised to cores / local processes
+    unless OMP_NUM_THREADS asks for more.
+    """
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    share = max(1, len(os.sched_getaffinity(0)) // local_processes)
+    if torch.get_num_threads() < share:
+        torch.set_num_threads(share)
+
+
 def main(argv: list[str] | None = None) -> int:
     config_path, overrides = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -45,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from trainers.runner import run_curriculum
 
     run = load_run_config(config_path, overrides)
+    use_all_cpu_cores()
     run_curriculum(run)
     return 0
 

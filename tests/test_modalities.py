@@ -534,3 +534,19 @@ def test_default_encoders_accept_their_modality_preprocessing(tmp_path):
         with torch.no_grad():
             features = encoder(spec.preprocessor_cls(**preprocess)(items))
         assert features.shape == (1, encoder.num_tokens, encoder.hidden_size), name
+
+
+def test_point_cloud_batch_sampling_equals_one_by_one(tmp_path):
+    """The batched farthest-point sampling picks exactly what sampling each cloud alone picks."""
+    from hf_mera.modalities import PointCloudPreprocessor
+
+    rng = np.random.default_rng(1)
+    paths = []
+    for i, n in enumerate([300, 300, 120, 500]):
+        path = tmp_path / f"cloud{i}.npy"
+        np.save(path, rng.normal(size=(n, 6)).astype(np.float32))
+        paths.append(str(path))
+    pre = PointCloudPreprocessor(num_points=200, use_color=True)
+    batched = pre(paths)
+    one_by_one = torch.stack([pre.process_item(p) for p in paths])
+    assert torch.equal(batched, one_by_one) and batched.shape == (4, 200, 6)

@@ -56,6 +56,13 @@ class CheckpointStore:
     def path_for(self, name: str, key: str) -> Path:
         return self.root / f"{name}-{key}"
 
+    def by_key(self, key: str) -> Checkpoint | None:
+        """The complete checkpoint with this key, whatever its phase name."""
+        for path in self.root.glob(f"*-{key}"):
+            if (path / COMPLETE_MARKER).is_file():
+                return self.find(path.name[: -len(key) - 1], key)
+        return None
+
     def find(self, name: str, key: str) -> Checkpoint | None:
         path = self.path_for(name, key)
         marker = path / COMPLETE_MARKER
@@ -71,13 +78,19 @@ class CheckpointStore:
             tmp.mkdir(parents=True)
         return tmp
 
-    def commit(self, name: str, key: str, tmp: Path, description: dict[str, Any]) -> Checkpoint:
+    def commit(
+        self, name: str, key: str, tmp: Path, description: dict[str, Any], parent: Checkpoint | None = None
+    ) -> Checkpoint:
         """Mark `tmp` complete and move it into place atomically (rename on the same file system)."""
         final = self.path_for(name, key)
         if self.is_main_process:
-            (tmp / COMPLETE_MARKER).write_text(
-                json.dumps({"name": name, "key": key, "description": description}, indent=2, default=str)
-            )
+            record = {
+                "name": name,
+                "key": key,
+                "parent": None if parent is None else parent.path.name,
+                "description": description,
+            }
+            (tmp / COMPLETE_MARKER).write_text(json.dumps(record, indent=2, default=str))
             if final.exists():  # an incomplete folder from an older layout: never trust it
                 shutil.rmtree(final)
             os.replace(tmp, final)

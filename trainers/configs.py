@@ -180,6 +180,13 @@ class RealignConfig(_PhaseConfig):
     per_device_train_batch_size: int = field(
         default=16, metadata={"help": "Batch size per device (paper: 16, on one GPU)."}
     )
+    ddp_find_unused_parameters: bool | None = field(
+        default=True,
+        metadata={
+            "help": "DDP: a replay batch may hold no item of some modality, leaving its connector unused "
+            "in that step; DDP must then look for unused parameters."
+        },
+    )
 
 
 __all__ = ["ConnectorPretrainConfig", "InstructionTuningConfig", "RealignConfig"]

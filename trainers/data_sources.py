@@ -76,6 +76,8 @@ def _embedded(section: DataSection, modalities: list[str], seed: int) -> DataSou
     train = {m: {t: bench.dataset(m, t, "train") for t in TASKS} for m in modalities}
     test = {m: {t: bench.dataset(m, t, "test") for t in TASKS} for m in modalities}
     cross = bench.cross_modal_test() if len(modalities) > 1 else None
+    if cross is not None and len(cross) == 0:  # no question family combines these modalities
+        cross = None
     return DataSource(train, test, cross, bench.all_texts(), {"source": "embedded", "root": str(bench.root)})
 
 

@@ -75,7 +75,15 @@ class Workspace:
         from accelerate import PartialState
 
         self.run = run
-        self.state = PartialState()
+        # On CPU the process group must be gloo: say so before anything else creates the shared state
+        # (the trainers' use_cpu=True then finds the same one).
+        self.state = PartialState(cpu=not torch.cuda.is_available())
+        logger.info(
+            "%d process(es), %s, this is process %d",
+            self.state.num_processes,
+            self.state.distributed_type,
+            self.state.process_index,
+        )
         self.progress = progress and self.state.is_main_process
         self.output_dir = Path(run.output_dir)
         self.store = CheckpointStore(self.output_dir / "checkpoints", self.state.is_main_process)
@@ -115,6 +123,7 @@ class Workspace:
         if done is not None:
             logger.info("phase %s (%s): reusing %s", name, key, done.path)
             return done
+        logger.info("phase %s (%s): running", name, key)
         _set_seed(derive_seed(self.run.seed, key))
         model, processor = self.load(parent) if parent else (None, None)
         tmp = self.store.begin(name, key)
@@ -124,7 +133,7 @@ class Workspace:
             model.save_pretrained(tmp)
             processor.save_pretrained(tmp)
         self.barrier()
-        checkpoint = self.store.commit(name, key, tmp, description)
+        checkpoint = self.store.commit(name, key, tmp, description, parent)
         self.barrier()
         return checkpoint
 
@@ -451,18 +460,13 @@ class MergeAndRealignTrainer:
 
     def _finish_instruction_tuning(self, trainer, tmp: Path):
         """The plain vanilla model θᵢ,vanilla; with LoRA also store ΔWᵢ = B·A·scaling for the merge."""
-        from peft import PeftModel
+        if not trainer.args.use_lora:
+            return trainer.model
+        from safetensors.torch import save_file
 
-        model = trainer.model
-        if isinstance(model, PeftModel):
-            from safetensors.torch import save_file
-
-            from hf_mera.merging import lora_delta_weights
-
-            deltas = lora_delta_weights(model)
-            if self.ws.is_main:
-                save_file({k: v.contiguous() for k, v in deltas.items()}, str(tmp / LORA_DELTAS_FILE))
-            model = model.merge_and_unload()
+        deltas, model = trainer.unwrap_lora(merge=True)
+        if self.ws.is_main:
+            save_file({k: v.contiguous() for k, v in deltas.items()}, str(tmp / LORA_DELTAS_FILE))
         return model
 
     def merge(self, index: int, modality: str, previous: Checkpoint, vanilla: Checkpoint) -> Checkpoint:

@@ -175,7 +175,8 @@ class PointCloudPreprocessor(ModalityPreprocessor):
             raise ValueError(f"{owner}: use_color must be a bool, got {self.kwargs['use_color']!r}.")
         self.use_color = self.kwargs["use_color"]
 
-    def process_item(self, item: Any) -> torch.Tensor:
+    def _features(self, item: Any) -> torch.Tensor:
+        """One cloud as `[P, 3 or 6]`: loaded, on the unit sphere, with colour if asked."""
         points = load_point_cloud(item, mesh_samples=self.mesh_samples)
         xyz = normalize_points(points[:, :3])
         if self.use_color:
@@ -183,12 +184,32 @@ class PointCloudPreprocessor(ModalityPreprocessor):
             features = np.concatenate([xyz, rgb], axis=1)
         else:
             features = xyz
-        tensor = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
-        if tensor.shape[0] >= self.num_points:
-            index = farthest_point_sample(tensor[None, :, :3], self.num_points)[0]
-        else:
-            index = torch.arange(self.num_points) % tensor.shape[0]
-        return tensor[index]
+        return torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+
+    def _sample(self, clouds: list[torch.Tensor]) -> list[torch.Tensor]:
+        """`num_points` per cloud: farthest-point sampling, batched over clouds of equal size (the
+        sampling loop's per-step overhead dominates for one cloud), or cycling when too few."""
+        out: list[torch.Tensor | None] = [None] * len(clouds)
+        by_size: dict[int, list[int]] = {}
+        for i, cloud in enumerate(clouds):
+            if cloud.shape[0] >= self.num_points:
+                by_size.setdefault(cloud.shape[0], []).append(i)
+            else:
+                out[i] = cloud[torch.arange(self.num_points) % cloud.shape[0]]
+        for members in by_size.values():
+            stacked = torch.stack([clouds[i] for i in members])
+            index = farthest_point_sample(stacked[:, :, :3], self.num_points)
+            for row, i in enumerate(members):
+                out[i] = stacked[row, index[row]]
+        return out
+
+    def process_item(self, item: Any) -> torch.Tensor:
+        return self._sample([self._features(item)])[0]
+
+    def __call__(self, items: Any) -> torch.Tensor:
+        if not isinstance(items, (list, tuple)) or len(items) == 0:
+            return super().__call__(items)  # the base class words the error
+        return torch.stack(self._sample([self._features(item) for item in items]))
 
 
 register_modality(

@@ -15,8 +15,9 @@ import torch
 from transformers import BatchFeature, ProcessorMixin
 
 # Used when the tokenizer ships no chat template (e.g. a small word-level tokenizer).
+# Each turn ends with the EOS token so that a model trained on it learns where an answer stops.
 DEFAULT_CHAT_TEMPLATE = (
-    "{% for message in messages %}{{ message['role'] }} : {{ message['content'] }}\n{% endfor %}"
+    "{% for message in messages %}{{ message['role'] }} : {{ message['content'] }}{{ eos_token }}\n{% endfor %}"
     "{% if add_generation_prompt %}assistant : {% endif %}"
 )
 

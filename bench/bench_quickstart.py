@@ -1,0 +1,94 @@
+"""Wall time of the main job (`accelerate launch hf_mera/run.py`, the quickstart) against its budget.
+
+    python bench/bench_quickstart.py [--fresh] [extra overrides ...]
+
+Runs the quickstart in a subprocess exactly as the README does, into a temporary output folder (so
+nothing is reused: backbone, feature cache and every phase are computed; the embedded benchmark is
+rebuilt too with --fresh). Machines here are noisy, so it first times a fixed reference workload in
+this process — plain-torch training steps of the quickstart's tiny Llama — and prints the
+quickstart's time as a ratio to it as well as in seconds, plus the phase breakdown from the log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BUDGET_SECONDS = 600
+
+
+def reference_workload(steps: int = 50) -> float:
+    """Seconds for `steps` AdamW steps of a hidden-128, 4-layer Llama on batch 32 × 24 tokens."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=100, hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4
+    )
+    model = LlamaForCausalLM(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    ids = torch.randint(0, 100, (32, 24))
+    start = time.perf_counter()
+    for _ in range(steps):
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--fresh", action="store_true", help="also rebuild the embedded benchmark")
+    args, overrides = parser.parse_known_args()
+    reference = reference_workload()
+    print(f"reference workload (50 tiny-Llama steps): {reference:.2f} s")
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ)
+        if args.fresh:
+            env["HF_MERA_CACHE"] = str(Path(tmp) / "cache")
+        command = [
+            "accelerate",
+            "launch",
+            "hf_mera/run.py",
+            "--output_dir",
+            str(Path(tmp) / "out"),
+            *overrides,
+        ]
+        start = time.perf_counter()
+        proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        log = proc.stdout + proc.stderr
+        if proc.returncode != 0:
+            print(log[-5000:])
+            return proc.returncode
+    print(" ".join(command))
+    print(
+        f"quickstart wall time: {seconds:.0f} s ({seconds / 60:.1f} min; budget {BUDGET_SECONDS / 60:.0f} min)"
+    )
+    print(f"ratio to the reference workload: {seconds / reference:.0f}x")
+    print(f"within budget: {'yes' if seconds <= BUDGET_SECONDS else 'NO'}")
+    phases = re.findall(
+        r"(\d\d:\d\d:\d\d),\d+ INFO trainers\.merge_and_realign: phase (\S+) \(\w+\): running", log
+    )
+    if phases:
+        print(
+            f"{len(phases)} phases trained; first {phases[0][1]} at {phases[0][0]}, last {phases[-1][1]} at {phases[-1][0]}"
+        )
+    tail = (
+        log[log.rfind("Scores and Relative Gains") :] if "Scores and Relative Gains" in log else log[-3000:]
+    )
+    print(tail)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""A run is data: YAML ⇄ dataclasses, strict keys, command-line overrides, shipped configs."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+from conftest import TINY_CLIP
+
+from hf_mera.continual.curriculum import PAPER_ORDERS, RunConfig, load_run_config, shipped_config
+from hf_mera.continual.schema import from_dict, parse_overrides
+
+SHIPPED = ["quickstart", "smollm2", "paper-sequential", "paper-reverse"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_configs_load(name):
+    run = load_run_config(name)
+    assert run.order in PAPER_ORDERS.values()
+    assert {m.type for m in run.methods} >= {"experts", "mera"}
+    assert set(run.model.modalities) == {"image", "video", "audio", "point_cloud"}
+
+
+def test_quickstart_is_the_default_and_paper_orders_resolve():
+    run = load_run_config()
+    assert run.output_dir == "outputs/quickstart" and run.order == PAPER_ORDERS["sequential"]
+    assert load_run_config("paper-reverse").order == ["point_cloud", "audio", "video", "image"]
+    # Table 9 defaults where a YAML says nothing.
+    assert run.training.connector_pretrain.warmup_ratio == 0.03
+    assert run.training.connector_pretrain.lr_scheduler_type == "cosine"
+    bare = from_dict(
+        RunConfig,
+        {
+            "model": {"modalities": {"image": {}}},
+            "order": ["image"],
+            "methods": [{"name": "m", "type": "mera"}],
+        },
+    )
+    assert bare.training.connector_pretrain.learning_rate == 1e-3
+    assert bare.training.connector_pretrain.per_device_train_batch_size == 128
+    assert bare.training.instruction_tuning.learning_rate == 2e-4
+    assert bare.training.instruction_tuning.connector_learning_rate == 2e-5
+    assert (
+        bare.training.instruction_tuning.lora_r == 128 and bare.training.instruction_tuning.lora_alpha == 128
+    )
+    assert (
+        bare.training.realign.learning_rate == 2e-5
+        and bare.training.realign.per_device_train_batch_size == 16
+    )
+
+
+def test_unknown_and_mistyped_keys_are_named(tmp_path):
+    data = yaml.safe_load(shipped_config("quickstart").read_text())
+    bad = copy.deepcopy(data)
+    bad["training"]["realign"]["max_stepz"] = 3
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(ValueError, match=r"training\.realign\.max_stepz"):
+        load_run_config(path)
+    bad = copy.deepcopy(data)
+    bad["training"]["realign"]["max_steps"] = "many"
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(ValueError, match=r"training\.realign\.max_steps: expected int"):
+        load_run_config(path)
+    with pytest.raises(ValueError, match=r"seeed"):
+        load_run_config("quickstart", ["--seeed", "1"])
+    with pytest.raises(ValueError, match="thermal"):
+        load_run_config("quickstart", ["--order", "[image, thermal]"])
+    path.write_text("seed: [unclosed")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        load_run_config(path)
+    with pytest.raises(ValueError, match="No shipped config 'nope'"):
+        load_run_config("nope")
+
+
+def test_command_line_overrides():
+    assert parse_overrides(["--training.realign.max_steps", "7", "--seed=3", "--order", "reverse"]) == {
+        "training": {"realign": {"max_steps": 7}},
+        "seed": 3,
+        "order": "reverse",
+    }
+    run = load_run_config(
+        "quickstart", ["--training.realign.max_steps", "7", "--order", "reverse", "--seed=3"]
+    )
+    assert run.training.realign.max_steps == 7 and run.seed == 3 and run.order[0] == "point_cloud"
+    # Other keys of the overridden section keep their YAML values.
+    assert run.training.realign.per_device_train_batch_size == 32
+    with pytest.raises(ValueError, match="no value"):
+        parse_overrides(["--seed"])
+    with pytest.raises(ValueError, match="--section.key"):
+        parse_overrides(["seed", "3"])
+
+
+def test_paper_config_architecture_builds_at_tiny_size(tiny_tokenizer):
+    """paper-sequential.yaml's modalities, with each hub encoder replaced by a tiny model of the same
+    family, assemble into a working AnyModalityLlava (same encoder types and connectors)."""
+    import torch
+
+    from hf_mera import AnyModalityLlava, ModalityConfig
+    from hf_mera.models.tiny_lm import build_tiny_llama
+
+    run = load_run_config("paper-sequential")
+    tiny_whisper = {
+        "model_type": "whisper",
+        "d_model": 32,
+        "encoder_layers": 1,
+        "encoder_attention_heads": 2,
+        "decoder_layers": 1,
+        "decoder_attention_heads": 2,
+        "encoder_ffn_dim": 64,
+        "decoder_ffn_dim": 64,
+        "num_mel_bins": 16,
+        "max_source_positions": 20,
+    }
+    tiny_encoder_configs = {
+        "image": {**TINY_CLIP},
+        "video": {
+            "frame_encoder": {"encoder_type": "transformers", "encoder_config": {**TINY_CLIP}},
+            "num_frames": 4,
+            "pool_stride": 2,
+        },
+        "audio": {**tiny_whisper, "feature_layer": -1},
+        "point_cloud": {"num_tokens": 4, "group_size": 8, "hidden_size": 32, "in_channels": 6},
+    }
+    llm = build_tiny_llama(copy.deepcopy(tiny_tokenizer), hidden_size=64, num_layers=2)
+    model, processor = AnyModalityLlava.from_pretrained_components(
+        llm, [], tokenizer=copy.deepcopy(tiny_tokenizer)
+    )
+    for name in run.order:
+        paper = run.model.modalities[name]
+        connector_config = dict(paper.get("connector_config", {}))
+        if connector_config:  # same connector family, tiny widths
+            connector_config.update(hidden_size=32, num_hidden_layers=1, num_attention_heads=4)
+        mc = ModalityConfig(
+            name=name,
+            encoder_type=paper["encoder_type"],
+            encoder_config=tiny_encoder_configs[name],
+            connector_type=paper.get("connector_type", "mlp2x_gelu"),
+            connector_config=connector_config,
+        )
+        model.add_modality(mc, processor=processor)
+    assert model.connectors["audio"].num_output_tokens(0) == 32  # the paper's 32 Q-Former queries
+    values = {
+        "image": torch.randn(1, 3, 32, 32),
+        "video": torch.randn(1, 4, 3, 32, 32),
+        "audio": torch.randn(1, 16, 40),
+        "point_cloud": torch.randn(1, 64, 6),
+    }
+    text = " ".join(f"<{name}>" for name in run.order) + " describe the input ."
+    ids = processor(text=text)["input_ids"]
+    with torch.no_grad():
+        out = model(input_ids=ids, modality_values=values)
+    assert torch.isfinite(out.logits).all() and set(out.modality_hidden_states) == set(run.order)

@@ -1,0 +1,242 @@
+"""Whole curricula on tiny settings: the merge on real checkpoints, resume after kill -9, the CLI.
+
+These run real training phases end to end and are marked slow (CI runs them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+TINY_SIZES = (
+    "{caption_train: 24, qa_train: 24, caption_test: 6, qa_test: 6, cross_test: 6, speech_fraction: 0.0}"
+)
+
+
+def tiny_overrides(
+    data_root: Path, output_dir: Path, order: str = "[image, audio]", lora: bool = False, batch: int = 8
+) -> list[str]:
+    return [
+        "--output_dir", str(output_dir),
+        "--order", order,
+        "--data.root", str(data_root),
+        "--data.embedded", TINY_SIZES,
+        "--model.backbone.hidden_size", "32",
+        "--model.backbone.num_layers", "2",
+        "--model.backbone.text_pretrain_steps", "10",
+        "--model.backbone.text_pretrain_batch_size", "16",
+        "--training.connector_pretrain.max_steps", "3",
+        "--training.connector_pretrain.per_device_train_batch_size", str(batch),
+        "--training.instruction_tuning.max_steps", "3",
+        "--training.instruction_tuning.per_device_train_batch_size", str(batch),
+        "--training.instruction_tuning.use_lora", str(lora).lower(),
+        "--training.instruction_tuning.lora_r", "4",
+        "--training.instruction_tuning.lora_alpha", "8",
+        "--training.realign.max_steps", "2",
+        "--training.realign.per_device_train_batch_size", str(batch),
+        "--evaluation.max_new_tokens", "4",
+        "--evaluation.batch_size", "8",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("bench")
+
+
+def run_in_process(overrides: list[str]):
+    from hf_mera.continual.curriculum import load_run_config
+    from trainers.runner import run_curriculum
+
+    run = load_run_config("quickstart", overrides)
+    run_curriculum(run, progress=False)
+    return run
+
+
+def load_state(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+def checkpoints(output_dir: Path, prefix: str) -> list[Path]:
+    return sorted(p for p in (output_dir / "checkpoints").glob(f"{prefix}-*") if (p / "phase.json").is_file())
+
+
+def phase(path: Path) -> dict:
+    return json.loads((path / "phase.json").read_text())
+
+
+def is_llm_key(key: str) -> bool:
+    return "language_model." in key or key.startswith("lm_head.")
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_merge_equals_hand_computed(data_root, tmp_path, lora):
+    """On the checkpoints of a real 2-stage run: θ₂ = θ₁ + ΔW₂ / 2 on the LLM, connectors from stage 2."""
+    out = tmp_path / "run"
+    run_in_process(tiny_overrides(data_root, out, lora=lora) + ["--methods", "[{name: MERA, type: mera}]"])
+    (merge_dir,) = checkpoints(out, "merge-audio")
+    vanilla_dir = out / "checkpoints" / phase(merge_dir)["parent"]
+    start_key = phase(merge_dir)["description"]["previous"]
+    (start_dir,) = [p for p in (out / "checkpoints").glob(f"*-{start_key}")]
+    merged, vanilla, start = load_state(merge_dir), load_state(vanilla_dir), load_state(start_dir)
+    assert merged.keys() == vanilla.keys() == start.keys()
+    if lora:
+        from safetensors.torch import load_file
+
+        deltas = load_file(str(vanilla_dir / "lora_deltas.safetensors"))
+        assert deltas and all(is_llm_key(k) for k in deltas)
+    n_llm = 0
+    for key, value in merged.items():
+        if not is_llm_key(key):
+            assert torch.equal(value, vanilla[key]), key  # encoders and connectors: the stage's own
+            continue
+        n_llm += 1
+        if lora and key in deltas:
+            expected = start[key] + deltas[key] / 2
+        elif lora:
+            expected = start[key]  # untouched by LoRA
+            assert torch.equal(vanilla[key], start[key]), key
+        else:
+            expected = start[key] + (vanilla[key] - start[key]) / 2
+        torch.testing.assert_close(value, expected, rtol=0, atol=1e-6, msg=key)
+    assert n_llm > 0
+    # The LLM really moved in stage 2 and the merge landed halfway.
+    key = "model.language_model.layers.0.mlp.up_proj.weight"
+    assert not torch.equal(vanilla[key], start[key]) and not torch.equal(merged[key], vanilla[key])
+    # Stage 2 realigned both connectors on replay from both modalities, nothing else.
+    (realign_dir,) = checkpoints(out, "realign-audio")
+    realigned = load_state(realign_dir)
+    for key, value in realigned.items():
+        assert torch.equal(value, merged[key]) != key.startswith("model.connectors."), key
+    replay = json.loads((realign_dir / "replay_ids.json").read_text())
+    assert set(json.dumps(replay)) and "image" in json.dumps(replay) and "audio" in json.dumps(replay)
+
+
+def _cli(args: list[str], launcher: list[str] = (), **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.Popen(
+        [*(launcher or [sys.executable]), str(REPO / "hf_mera" / "run.py"), *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
+
+
+def test_kill_minus_9_then_resume_matches_an_uninterrupted_run(data_root, tmp_path):
+    methods = ["--methods", "[{name: Experts, type: experts}, {name: MERA, type: mera}]"]
+    # Uninterrupted reference.
+    reference = tmp_path / "reference"
+    proc = _cli(tiny_overrides(data_root, reference) + methods)
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out[-3000:]
+    # Killed mid-run once a few phases are complete, then the same command again.
+    resumed = tmp_path / "resumed"
+    proc = _cli(tiny_overrides(data_root, resumed) + methods)
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        done = (
+            list((resumed / "checkpoints").glob("*/phase.json")) if (resumed / "checkpoints").is_dir() else []
+        )
+        if len(done) >= 4:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (resumed / "results.json").exists()  # really killed mid-run
+    partial = sorted(p.name for p in (resumed / "checkpoints").iterdir())
+    complete_before = {p.parent.name for p in (resumed / "checkpoints").glob("*/phase.json")}
+    proc = _cli(tiny_overrides(data_root, resumed) + methods)
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out[-3000:]
+    assert "reusing" in out or complete_before, partial
+    # Same phases, same weights, same metrics.
+    ref_ckpts = sorted(p.name for p in checkpoints(reference, "*"))
+    assert ref_ckpts == sorted(p.name for p in checkpoints(resumed, "*"))
+    assert not list((resumed / "checkpoints").glob(".tmp-*"))
+    for name in ref_ckpts:
+        a, b = load_state(reference / "checkpoints" / name), load_state(resumed / "checkpoints" / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    assert scores_of(reference) == scores_of(resumed)
+
+
+def scores_of(output_dir: Path) -> list:
+    """Every method's per-stage scores from results.json (the full report or the raw fallback)."""
+    results = json.loads((output_dir / "results.json").read_text())
+    if "runs" in results:
+        return [(run["method"], run["stages"], run["expert_scores"]) for run in results["runs"]]
+    return [(r["name"], [stage["scores"] for stage in r["stages"]]) for r in results["records"]]
+
+
+def test_bad_config_fails_before_any_work(tmp_path):
+    proc = _cli(["--training.realign.max_stepz", "3", "--output_dir", str(tmp_path / "out")])
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode != 0 and "training.realign.max_stepz" in out
+    assert not (tmp_path / "out").exists()
+
+
+def test_two_cpu_processes_match_one(data_root, tmp_path):
+    """`accelerate launch` with 2 CPU processes (DDP over gloo, batch 4 each) trains the same weights
+    and scores as one process with batch 8; only the main process writes."""
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    proc = _cli(tiny_overrides(data_root, single, batch=8))
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out[-3000:]
+    launcher = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", str(REPO / "hf_mera" / "configs" / "accelerate" / "cpu-ddp-2.yaml"),
+    ]  # fmt: skip
+    proc = _cli(tiny_overrides(data_root, ddp, batch=4), launcher=launcher)
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out[-3000:]
+    assert "2 process(es)" in out and "this is process 1" in out
+    assert not list((ddp / "checkpoints").glob(".tmp-*"))
+
+    def by_phase(root: Path) -> dict[str, list[Path]]:
+        phases: dict[str, list[Path]] = {}
+        for path in checkpoints(root, "*"):
+            phases.setdefault(phase(path)["name"], []).append(path)
+        return phases
+
+    a, b = by_phase(single), by_phase(ddp)
+    assert a.keys() == b.keys()
+    compared = 0
+    for name, paths in a.items():
+        assert len(paths) == len(b[name]), name
+        if len(paths) != 1:  # e.g. stage 2 of each method: matched through results below
+            continue
+        sa, sb = load_state(paths[0]), load_state(b[name][0])
+        for key in sa:
+            # Float summation order differs (threads, gradient all-reduce), nothing else.
+            torch.testing.assert_close(sa[key], sb[key], rtol=0, atol=1e-4, msg=f"{name}: {key}")
+        compared += 1
+    assert compared >= 5
+    for (method_a, *scores_a), (method_b, *scores_b) in zip(scores_of(single), scores_of(ddp)):
+        assert method_a == method_b
+        assert json.dumps(scores_a) == json.dumps(scores_b) or _close(scores_a, scores_b)
+
+
+def _close(a, b, tol: float = 1e-6) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k], tol) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_close(x, y, tol) for x, y in zip(a, b))
+    if isinstance(a, float):
+        return abs(a - b) <= tol * max(1.0, abs(a))
+    return a == b
