@@ -240,3 +240,38 @@ def _close(a, b, tol: float = 1e-6) -> bool:
     if isinstance(a, float):
         return abs(a - b) <= tol * max(1.0, abs(a))
     return a == b
+
+
+def test_quickstart_end_to_end_mera_keeps_more_than_fine_tuning(tmp_path):
+    """The main job as the README launches it (`accelerate launch hf_mera/run.py`), on the quickstart
+    config with fewer examples and steps (about 5 minutes here; the full run is measured in bench/):
+    it prints the tables, writes results.json, report.md and the plots, saves every stage in hub
+    format, and MERA keeps visibly more of the old modalities than Fine-Tuning (paper Table 2)."""
+    from transformers import AutoModelForCausalLM
+
+    import hf_mera  # noqa: F401  (registers the Auto classes)
+
+    out = tmp_path / "quickstart"
+    overrides = [
+        "--output_dir", str(out),
+        "--data.root", str(tmp_path / "bench"),
+        "--data.embedded", "{caption_train: 200, qa_train: 200, caption_test: 40, qa_test: 40, cross_test: 40}",
+        "--model.backbone.text_pretrain_steps", "120",
+        "--training.connector_pretrain.max_steps", "60",
+        "--training.instruction_tuning.max_steps", "120",
+        "--training.realign.max_steps", "40",
+    ]  # fmt: skip
+    proc = _cli(overrides, launcher=[sys.executable, "-m", "accelerate.commands.launch"])
+    log, _ = proc.communicate(timeout=1500)
+    assert proc.returncode == 0, log[-3000:]
+    assert "Backward Relative Gain over stages" in log and "| MERA (10%) | sequential |" in log
+    for name in ("results.json", "report.md", "backward_relative_gain.png", "forward_relative_gain.png"):
+        assert (out / name).stat().st_size > 0, name
+    summary = json.loads((out / "results.json").read_text())["summary"]
+    mera = summary["MERA (10%)"]["sequential"]
+    fine_tuning = summary["Fine-Tuning"]["sequential"]
+    assert len(mera["backward_relative_gain"]) == 4
+    assert mera["backward_mean"] > fine_tuning["backward_mean"] + 15, (mera, fine_tuning)
+    stage = out / "mera-10" / "stage-4-point_cloud"
+    model = AutoModelForCausalLM.from_pretrained(stage)
+    assert sorted(model.config.modalities) == ["audio", "image", "point_cloud", "video"]

@@ -42,6 +42,7 @@ class Checkpoint:
     key: str
     path: Path
     description: dict[str, Any]
+    cost: dict[str, Any] | None = None  # wall seconds and peak memory of the phase that made it
 
 
 class CheckpointStore:
@@ -68,7 +69,8 @@ class CheckpointStore:
         marker = path / COMPLETE_MARKER
         if not marker.is_file():
             return None
-        return Checkpoint(key=key, path=path, description=json.loads(marker.read_text())["description"])
+        record = json.loads(marker.read_text())
+        return Checkpoint(key=key, path=path, description=record["description"], cost=record.get("cost"))
 
     def begin(self, name: str, key: str) -> Path:
         """A fresh temporary folder to write the checkpoint into (left-overs of a crash are removed)."""
@@ -79,7 +81,13 @@ class CheckpointStore:
         return tmp
 
     def commit(
-        self, name: str, key: str, tmp: Path, description: dict[str, Any], parent: Checkpoint | None = None
+        self,
+        name: str,
+        key: str,
+        tmp: Path,
+        description: dict[str, Any],
+        parent: Checkpoint | None = None,
+        cost: dict[str, Any] | None = None,
     ) -> Checkpoint:
         """Mark `tmp` complete and move it into place atomically (rename on the same file system)."""
         final = self.path_for(name, key)
@@ -89,12 +97,13 @@ class CheckpointStore:
                 "key": key,
                 "parent": None if parent is None else parent.path.name,
                 "description": description,
+                "cost": cost,
             }
             (tmp / COMPLETE_MARKER).write_text(json.dumps(record, indent=2, default=str))
             if final.exists():  # an incomplete folder from an older layout: never trust it
                 shutil.rmtree(final)
             os.replace(tmp, final)
-        return Checkpoint(key=key, path=final, description=description)
+        return Checkpoint(key=key, path=final, description=description, cost=cost)
 
 
 __all__ = ["CheckpointStore", "Checkpoint", "phase_key", "derive_seed", "COMPLETE_MARKER"]

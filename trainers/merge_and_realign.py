@@ -66,6 +66,9 @@ class MethodRecord:
     cross_modal_accuracy: float | None = None
     train_seconds: float = 0.0
     peak_memory_bytes: int | None = None
+    memory_source: str | None = None
+    infer_peak_memory_bytes: int | None = None
+    latency_per_token_ms: float | None = None
 
 
 class Workspace:
@@ -128,12 +131,15 @@ class Workspace:
         model, processor = self.load(parent) if parent else (None, None)
         tmp = self.store.begin(name, key)
         self.barrier()
-        model, processor = build(model, processor, tmp)
+        from hf_mera.evaluation import measure
+
+        with measure() as cost:
+            model, processor = build(model, processor, tmp)
         if self.is_main:
             model.save_pretrained(tmp)
             processor.save_pretrained(tmp)
         self.barrier()
-        checkpoint = self.store.commit(name, key, tmp, description, parent)
+        checkpoint = self.store.commit(name, key, tmp, description, parent, cost=vars(cost))
         self.barrier()
         return checkpoint
 
@@ -253,6 +259,38 @@ class Workspace:
             raise ValueError(f"evaluation.judge: unknown {name!r}; known: {sorted(judges)}.")
         return judges[name](**self.run.evaluation.judge_kwargs)
 
+    def inference_cost(self, checkpoint: Checkpoint, modality: str, samples: int = 8) -> dict:
+        """Latency per generated token and peak memory of `checkpoint` at batch size 1 (the paper's
+        Table 6 setting), from raw media through the encoders, on `samples` test items of `modality`."""
+        result_file = checkpoint.path / "inference-cost.json"
+        if not result_file.is_file() and self.is_main:
+            from hf_mera.evaluation import generate_predictions, measure
+
+            model, processor = self.load(checkpoint)
+            rows = [row for ds in self.data.test(modality).values() for row in ds][:samples]
+            with measure() as cost:
+                predictions = generate_predictions(
+                    model,
+                    processor,
+                    rows,
+                    batch_size=1,
+                    max_new_tokens=self.run.evaluation.max_new_tokens,
+                    progress=False,
+                )
+            # +1: the end-of-answer token is generated too.
+            tokens = sum(
+                len(processor.tokenizer(p, add_special_tokens=False)["input_ids"]) + 1 for p in predictions
+            )
+            result = {
+                "latency_per_token_ms": 1000 * cost.wall_seconds / max(tokens, 1),
+                "peak_memory_bytes": cost.peak_memory_bytes,
+                "memory_source": cost.memory_source,
+                "tokens": tokens,
+            }
+            result_file.write_text(json.dumps(result, indent=2))
+        self.barrier()
+        return json.loads(result_file.read_text())
+
     def cross_modal_accuracy(self, checkpoint: Checkpoint) -> float | None:
         if not self.run.evaluation.cross_modal or self.data.cross_modal is None:
             return None
@@ -316,6 +354,7 @@ class MergeAndRealignTrainer:
     realign: bool = True
 
     def __init__(self, workspace: Workspace, method: MethodConfig):
+        self.used: dict[str, Checkpoint] = {}  # every phase this method's curriculum went through
         self.ws = workspace
         self.run = workspace.run
         self.method = method
@@ -328,12 +367,29 @@ class MergeAndRealignTrainer:
         self.plugins = [build_plugin(**spec) for spec in method.plugins]
 
     # ---- the curriculum ----------------------------------------------------------------------
+    def phase(self, name: str, parent: Checkpoint | None, description: dict[str, Any], build) -> Checkpoint:
+        """`Workspace.run_phase`, remembering the phase as part of this method's curriculum."""
+        return self.track(self.ws.run_phase(name, parent, description, build))
+
+    def track(self, checkpoint: Checkpoint) -> Checkpoint:
+        self.used[checkpoint.key] = checkpoint
+        return checkpoint
+
+    def account(self, record: MethodRecord, final: Checkpoint) -> None:
+        """Table 6 for this method: the training cost of every phase of its curriculum (phases shared
+        with another method count for both, so methods compare fairly), and inference on `final`."""
+        costs = [c.cost for c in self.used.values() if c.cost]
+        record.train_seconds = sum(c["wall_seconds"] for c in costs)
+        peaks = [c["peak_memory_bytes"] for c in costs if c.get("peak_memory_bytes")]
+        record.peak_memory_bytes = max(peaks) if peaks else None
+        record.memory_source = costs[0].get("memory_source") if costs else None
+        inference = self.ws.inference_cost(final, self.run.order[-1])
+        record.infer_peak_memory_bytes = inference.get("peak_memory_bytes")
+        record.latency_per_token_ms = inference.get("latency_per_token_ms")
+
     def train(self) -> MethodRecord:
         record = MethodRecord(self.method.name, self.method.type, list(self.run.order))
-        start = time.perf_counter()
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-        checkpoint = self.ws.backbone()
+        checkpoint = self.track(self.ws.backbone())
         for index, modality in enumerate(self.run.order, start=1):
             stage_start = time.perf_counter()
             checkpoint = self.run_stage(index, modality, checkpoint)
@@ -344,9 +400,7 @@ class MergeAndRealignTrainer:
             )
             self.save_stage(index, modality, checkpoint)
         record.cross_modal_accuracy = self.ws.cross_modal_accuracy(checkpoint)
-        record.train_seconds = time.perf_counter() - start
-        if torch.cuda.is_available():
-            record.peak_memory_bytes = torch.cuda.max_memory_allocated()
+        self.account(record, checkpoint)
         return record
 
     def run_stage(self, index: int, modality: str, previous: Checkpoint) -> Checkpoint:
@@ -387,7 +441,7 @@ class MergeAndRealignTrainer:
             model.add_modality(mc, encoder=encoder, processor=processor)
             return model, processor
 
-        return self.ws.run_phase(f"add-{modality}", previous, description, build)
+        return self.phase(f"add-{modality}", previous, description, build)
 
     def pretrain_connector(self, index: int, modality: str, checkpoint: Checkpoint) -> Checkpoint:
         settings = self.run.training.connector_pretrain
@@ -410,7 +464,7 @@ class MergeAndRealignTrainer:
             trainer.train()
             return trainer.model, processor
 
-        return self.ws.run_phase(f"pretrain-{modality}", checkpoint, description, build)
+        return self.phase(f"pretrain-{modality}", checkpoint, description, build)
 
     def instruction_train_dataset(self, index: int, modality: str):
         dataset = self.ws.data.train(modality)
@@ -456,7 +510,7 @@ class MergeAndRealignTrainer:
                 plugin.on_stage_end(stage, model, dataset)
             return model, processor
 
-        return self.ws.run_phase(f"it-{modality}", checkpoint, description, build)
+        return self.phase(f"it-{modality}", checkpoint, description, build)
 
     def _finish_instruction_tuning(self, trainer, tmp: Path):
         """The plain vanilla model θᵢ,vanilla; with LoRA also store ΔWᵢ = B·A·scaling for the merge."""
@@ -510,7 +564,7 @@ class MergeAndRealignTrainer:
             model.load_state_dict(merged)
             return model, processor
 
-        return self.ws.run_phase(f"merge-{modality}", vanilla, description, build)
+        return self.phase(f"merge-{modality}", vanilla, description, build)
 
     def realign_connectors(self, index: int, modality: str, checkpoint: Checkpoint) -> Checkpoint:
         from hf_mera.data.replay import replay_for_realign
@@ -553,7 +607,7 @@ class MergeAndRealignTrainer:
                 )
             return trainer.model, processor
 
-        return self.ws.run_phase(f"realign-{modality}", checkpoint, description, build)
+        return self.phase(f"realign-{modality}", checkpoint, description, build)
 
     def save_stage(self, index: int, modality: str, checkpoint: Checkpoint) -> None:
         """Expose the stage's checkpoint under `<output_dir>/<method>/stage-<i>-<modality>`."""
@@ -591,8 +645,7 @@ class ExpertsTrainer(MergeAndRealignTrainer):
 
     def train(self) -> MethodRecord:
         record = MethodRecord(self.method.name, self.method.type, list(self.run.order))
-        start = time.perf_counter()
-        backbone = self.ws.backbone()
+        backbone = self.track(self.ws.backbone())
         for modality in self.run.order:
             stage_start = time.perf_counter()
             checkpoint = self.run_stage(1, modality, backbone)
@@ -601,7 +654,7 @@ class ExpertsTrainer(MergeAndRealignTrainer):
                 StageRecord(1, modality, scores, str(checkpoint.path), time.perf_counter() - stage_start)
             )
             self.save_stage(1, modality, checkpoint)
-        record.train_seconds = time.perf_counter() - start
+        self.account(record, checkpoint)
         return record
 
     def stage_context(self, index: int, modality: str):

@@ -97,11 +97,24 @@ def run_curriculum(run: RunConfig, progress: bool = True) -> dict:
     runs = [to_run_scores(record, experts, run) for record in continual]
     efficiency = [
         EfficiencyRecord(
-            method=r.name, train_peak_memory_bytes=r.peak_memory_bytes, train_wall_seconds=r.train_seconds
+            method=r.name,
+            train_peak_memory_bytes=r.peak_memory_bytes,
+            train_wall_seconds=r.train_seconds,
+            infer_peak_memory_bytes=r.infer_peak_memory_bytes,
+            latency_per_token_ms=r.latency_per_token_ms,
         )
         for r in records
     ]
     paths = write_report(runs, output_dir, efficiency=efficiency, title=f"hf_mera: {output_dir.name}")
+    source = next((r.memory_source for r in records if r.memory_source), None)
+    if source == "ru_maxrss":
+        # On CPU the only peak available is the process's (it cannot be reset): say so beside Table 6.
+        with open(paths["markdown"], "a", encoding="utf-8") as report:
+            report.write(
+                "\nOn CPU, peak memory is the process's peak resident set size when the phase ended "
+                "(`ru_maxrss`, an upper bound); training time sums every phase of the method's "
+                "curriculum, phases shared with another method included.\n"
+            )
     print("\nScores and Relative Gains per stage (Relative Gain in % of the individually trained experts)\n")
     print(stagewise_table(runs))
     print("\nBackward Relative Gain over stages (paper Table 2)\n")
