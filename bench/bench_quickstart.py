@@ -70,6 +70,8 @@ def main() -> int:
         if proc.returncode != 0:
             print(log[-5000:])
             return proc.returncode
+        report = (Path(tmp) / "out" / "report.md").read_text()
+        efficiency = report[report.find("## Efficiency") :] if "## Efficiency" in report else ""
     print(" ".join(command))
     print(
         f"quickstart wall time: {seconds:.0f} s ({seconds / 60:.1f} min; budget {BUDGET_SECONDS / 60:.0f} min)"
