@@ -85,10 +85,13 @@ def main() -> int:
         print(
             f"{len(phases)} phases trained; first {phases[0][1]} at {phases[0][0]}, last {phases[-1][1]} at {phases[-1][0]}"
         )
-    tail = (
-        log[log.rfind("Scores and Relative Gains") :] if "Scores and Relative Gains" in log else log[-3000:]
+    stdout = proc.stdout
+    print(
+        stdout[stdout.rfind("Scores and Relative Gains") :]
+        if "Scores and Relative Gains" in stdout
+        else stdout[-3000:]
     )
-    print(tail)
+    print(efficiency)
     return 0
 
 
