@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +98,7 @@ def _json_safe(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
-class ModalityPreprocessor:
+class ModalityPreprocessor(ABC):
     """Turns a list of items of one modality into a stacked float tensor `[n_items, ...]`.
 
     Subclasses declare their keyword arguments and defaults in `defaults`, check them in `_validate`, and
@@ -121,12 +122,12 @@ class ModalityPreprocessor:
             raise ValueError(f"{type(self).__name__} arguments must be JSON-serialisable: {err}") from err
         self._validate()
 
-    def _validate(self) -> None:
+    def _validate(self) -> None:  # noqa: B027  (an optional hook, not abstract)
         """Checks `self.kwargs`; raises `ValueError` naming the offending field."""
 
+    @abstractmethod
     def process_item(self, item: Any) -> torch.Tensor:
         """Loads and preprocesses one item (a path or an in-memory object)."""
-        raise NotImplementedError
 
     def __call__(self, items: Sequence[Any]) -> torch.Tensor:
         if not isinstance(items, (list, tuple)):

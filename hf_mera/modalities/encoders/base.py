@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from abc import ABCMeta, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar, TypeVar
@@ -22,7 +23,7 @@ __all__ = [
 ]
 
 
-class ModalityEncoder(nn.Module):
+class ModalityEncoder(nn.Module, metaclass=ABCMeta):
     """A modality encoder: preprocessed values → `[n_items, num_tokens, hidden_size]` features.
 
     Subclasses are registered with `@register_encoder(name)`, declare `default_config` (every key they
@@ -89,8 +90,9 @@ class ModalityEncoder(nn.Module):
         frozen = not any(param.requires_grad for param in self.parameters())
         return super().train(mode and not frozen)
 
+    @abstractmethod
     def forward(self, values: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """`[n_items, *input_shape]` → `[n_items, num_tokens, hidden_size]`."""
 
 
 EncoderT = TypeVar("EncoderT", bound=type[ModalityEncoder])
