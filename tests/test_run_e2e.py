@@ -121,6 +121,15 @@ def test_merge_equals_hand_computed(data_root, tmp_path, lora):
     realigned = load_state(realign_dir)
     for key, value in realigned.items():
         assert torch.equal(value, merged[key]) != key.startswith("model.connectors."), key
+    # Each stage is published as its own hub-format folder (hard links), with what it scored.
+    stage = out / "mera" / "stage-2-audio"
+    assert stage.is_dir() and not stage.is_symlink()
+    info = json.loads((stage / "stage.json").read_text())
+    assert info["seen"] == ["image", "audio"] and set(info["scores"]) == {"image", "audio"}
+    assert torch.equal(
+        load_state(stage)["model.connectors.audio.linear_1.weight"],
+        realigned["model.connectors.audio.linear_1.weight"],
+    )
     replay = json.loads((realign_dir / "replay_ids.json").read_text())
     assert set(json.dumps(replay)) and "image" in json.dumps(replay) and "audio" in json.dumps(replay)
 

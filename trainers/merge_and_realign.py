@@ -28,7 +28,7 @@ import torch
 
 from hf_mera.continual.curriculum import MethodConfig, PhaseSettings, RunConfig
 
-from .checkpoints import Checkpoint, CheckpointStore, derive_seed, phase_key
+from .checkpoints import COMPLETE_MARKER, Checkpoint, CheckpointStore, derive_seed, phase_key
 from .data_sources import DataSource, load_data_source
 
 logger = logging.getLogger(__name__)
@@ -40,6 +40,13 @@ def _set_seed(seed: int) -> None:
     from transformers import set_seed
 
     set_seed(seed)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another file system, or links not allowed
+        shutil.copy2(source, target)
 
 
 def _slug(name: str) -> str:
@@ -398,7 +405,7 @@ class MergeAndRealignTrainer:
             record.stages.append(
                 StageRecord(index, modality, scores, str(checkpoint.path), time.perf_counter() - stage_start)
             )
-            self.save_stage(index, modality, checkpoint)
+            self.save_stage(index, modality, checkpoint, scores)
         record.cross_modal_accuracy = self.ws.cross_modal_accuracy(checkpoint)
         self.account(record, checkpoint)
         return record
@@ -609,15 +616,50 @@ class MergeAndRealignTrainer:
 
         return self.phase(f"realign-{modality}", checkpoint, description, build)
 
-    def save_stage(self, index: int, modality: str, checkpoint: Checkpoint) -> None:
-        """Expose the stage's checkpoint under `<output_dir>/<method>/stage-<i>-<modality>`."""
-        if not self.ws.is_main:
-            return
-        link = self.ws.output_dir / _slug(self.method.name) / f"stage-{index}-{modality}"
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if link.is_symlink() or link.exists():
-            link.unlink() if link.is_symlink() else shutil.rmtree(link)
-        link.symlink_to(os.path.relpath(checkpoint.path, link.parent), target_is_directory=True)
+    def save_stage(
+        self, index: int, modality: str, checkpoint: Checkpoint, scores: dict | None = None
+    ) -> Path:
+        """Publish the stage as its own hub-format folder `<output_dir>/<method>/stage-<i>-<modality>`.
+
+        The files are hard links to the (possibly shared) phase checkpoint, so a stage costs no disk
+        and files written beside them (`stage.json`, a model card) belong to this method's stage only.
+        Built in a temporary folder and renamed, like every checkpoint.
+        """
+        stage_dir = self.ws.output_dir / _slug(self.method.name) / f"stage-{index}-{modality}"
+        if self.ws.is_main:
+            tmp = stage_dir.with_name(f".tmp-{stage_dir.name}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            for source in checkpoint.path.iterdir():
+                if (
+                    source.is_file()
+                    and source.name != COMPLETE_MARKER
+                    and not source.name.startswith("eval-")
+                ):
+                    _link_or_copy(source, tmp / source.name)
+            info = {
+                "method": self.method.name,
+                "method_type": self.method.type,
+                "stage": index,
+                "modality": modality,
+                "order": list(self.run.order),
+                "seen": list(self.run.order[:index]) if self.method.type != "experts" else [modality],
+                "checkpoint": checkpoint.path.name,
+                "scores": scores,
+            }
+            (tmp / "stage.json").write_text(json.dumps(info, indent=2))
+            self.on_stage_saved(tmp, info)
+            if stage_dir.is_symlink() or stage_dir.is_file():
+                stage_dir.unlink()
+            elif stage_dir.exists():
+                shutil.rmtree(stage_dir)
+            os.replace(tmp, stage_dir)
+        self.ws.barrier()
+        return stage_dir
+
+    def on_stage_saved(self, stage_dir: Path, info: dict) -> None:
+        """Hook called on the main process with each published stage folder (before it is renamed
+        into place) and its `stage.json` content: where a model card is written."""
 
     # ---- helpers -----------------------------------------------------------------------------
     def _trainer_args(self, config_cls, settings: PhaseSettings, output_dir: Path):
@@ -653,7 +695,7 @@ class ExpertsTrainer(MergeAndRealignTrainer):
             record.stages.append(
                 StageRecord(1, modality, scores, str(checkpoint.path), time.perf_counter() - stage_start)
             )
-            self.save_stage(1, modality, checkpoint)
+            self.save_stage(1, modality, checkpoint, scores)
         self.account(record, checkpoint)
         return record
 
