@@ -157,8 +157,8 @@ def test_kill_minus_9_then_resume_matches_an_uninterrupted_run(data_root, tmp_pa
     # Killed mid-run once a few phases are complete, then the same command again.
     resumed = tmp_path / "resumed"
     proc = _cli(tiny_overrides(data_root, resumed) + methods)
-    deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None:
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None:
         done = (
             list((resumed / "checkpoints").glob("*/phase.json")) if (resumed / "checkpoints").is_dir() else []
         )
