@@ -27,7 +27,8 @@ TINY_WORDS = [
 ]
 
 # Tiny versions of the four modalities (hidden sizes <= 64) with small inputs.
-TINY_CLIP = {
+# A tiny CLIP vision tower (hidden 32, a 4x4 patch grid), and the LLaVA way of reading it.
+TINY_CLIP_VISION = {
     "model_type": "clip_vision_model",
     "hidden_size": 32,
     "intermediate_size": 64,
@@ -35,9 +36,8 @@ TINY_CLIP = {
     "num_attention_heads": 4,
     "image_size": 32,
     "patch_size": 8,
-    "feature_layer": -2,
-    "drop_cls_token": True,
 }
+TINY_CLIP = {**TINY_CLIP_VISION, "feature_layer": -2, "drop_cls_token": True}
 TINY_MODALITIES = {
     "image": {
         "encoder_type": "transformers",

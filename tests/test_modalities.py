@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TINY_CLIP_VISION as TINY_CLIP  # noqa: E402  (pytest puts tests/ on the path)
 
 from hf_mera.modalities import (
     CLIP_IMAGE_MEAN,
@@ -35,15 +36,6 @@ from hf_mera.modalities import (
 )
 from hf_mera.modalities.encoders import EFFICIENTNET_LITE_PREPROCESS, ModalityEncoder
 
-TINY_CLIP = {
-    "model_type": "clip_vision_model",
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "image_size": 32,
-    "patch_size": 8,
-}
 TINY_WHISPER = {
     "model_type": "whisper",
     "d_model": 32,
