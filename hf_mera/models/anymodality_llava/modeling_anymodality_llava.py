@@ -16,10 +16,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
-from transformers.modeling_outputs import BaseModelOutputWithPast, ModelOutput
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from .configuration_anymodality_llava import AnyModalityLlavaConfig, ModalityConfig
 from .connectors import QFormerConnector, build_connector
+
+# The KV cache is never named here. transformers 5.24 renamed it from `past_key_values` to `cache`
+# in model forwards and output classes; like its own multimodal models, these outputs subclass
+# transformers' output classes (so the field has whichever name the installed release uses), the
+# forwards pass the cache through `**kwargs` to the language model untouched, and outputs are
+# built from the language model's own output (`**outputs`), so no name is spelled out.
 
 
 @dataclass
@@ -30,12 +36,9 @@ class AnyModalityLlavaModelOutputWithPast(BaseModelOutputWithPast):
 
 
 @dataclass
-class AnyModalityLlavaCausalLMOutputWithPast(ModelOutput):
-    loss: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
-    past_key_values: object | None = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
-    attentions: tuple[torch.FloatTensor, ...] | None = None
+class AnyModalityLlavaCausalLMOutputWithPast(CausalLMOutputWithPast):
+    """`CausalLMOutputWithPast` plus the connector outputs of every modality in the batch."""
+
     modality_hidden_states: dict[str, torch.Tensor] | None = None
 
 
@@ -81,7 +84,6 @@ class AnyModalityLlavaPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     input_modalities = ("text", "image", "video", "audio")
     supports_gradient_checkpointing = True
-    _skip_keys_device_placement = ["past_key_values"]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_attention_backend = True
@@ -229,7 +231,6 @@ class AnyModalityLlavaModel(AnyModalityLlavaPreTrainedModel):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values=None,
         inputs_embeds: torch.FloatTensor | None = None,
         modality_values: dict[str, torch.Tensor] | None = None,
         modality_features: dict[str, torch.Tensor] | None = None,
@@ -243,6 +244,9 @@ class AnyModalityLlavaModel(AnyModalityLlavaPreTrainedModel):
         modality_features (`dict[str, torch.Tensor]`, *optional*):
             Encoder outputs per modality (`encode_features`), e.g. from the feature cache; they skip
             the frozen encoders.
+        kwargs:
+            Passed to the language model as they are, the KV cache included (under the name the
+            installed transformers uses).
         """
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds.")
@@ -253,23 +257,19 @@ class AnyModalityLlavaModel(AnyModalityLlavaPreTrainedModel):
             inputs_embeds, hidden_by_modality = self._splice(
                 input_ids, inputs_embeds, modality_values, modality_features
             )
-        elif input_ids is not None and past_key_values is None:
-            # Prefill without media: still refuse placeholders nobody fills.
+        elif input_ids is not None:
+            # No media: still refuse placeholders nobody fills. Decoding steps pass here too; their
+            # new tokens never are placeholders, since generation suppresses them.
             self._splice(input_ids, inputs_embeds, None, None)
         outputs = self.language_model(
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
         )
         return AnyModalityLlavaModelOutputWithPast(
-            last_hidden_state=outputs.last_hidden_state,
-            past_key_values=outputs.past_key_values,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-            modality_hidden_states=hidden_by_modality or None,
+            **outputs, modality_hidden_states=hidden_by_modality or None
         )
 
 
@@ -380,7 +380,6 @@ class AnyModalityLlavaForConditionalGeneration(AnyModalityLlavaPreTrainedModel, 
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values=None,
         inputs_embeds: torch.FloatTensor | None = None,
         modality_values: dict[str, torch.Tensor] | None = None,
         modality_features: dict[str, torch.Tensor] | None = None,
@@ -393,7 +392,6 @@ class AnyModalityLlavaForConditionalGeneration(AnyModalityLlavaPreTrainedModel, 
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
             modality_values=modality_values,
             modality_features=modality_features,
@@ -408,14 +406,10 @@ class AnyModalityLlavaForConditionalGeneration(AnyModalityLlavaPreTrainedModel, 
             loss = self.loss_function(
                 logits=logits, labels=labels, vocab_size=self.config.get_text_config().vocab_size, **kwargs
             )
-        return AnyModalityLlavaCausalLMOutputWithPast(
-            loss=loss,
-            logits=logits,
-            past_key_values=outputs.past_key_values,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-            modality_hidden_states=outputs.modality_hidden_states,
-        )
+        # Everything the backbone returned but its last hidden state: cache, hidden states,
+        # attentions, connector outputs.
+        rest = {name: value for name, value in outputs.items() if name != "last_hidden_state"}
+        return AnyModalityLlavaCausalLMOutputWithPast(loss=loss, logits=logits, **rest)
 
     def prepare_inputs_for_generation(
         self, input_ids, modality_values=None, modality_features=None, is_first_iteration=False, **kwargs
