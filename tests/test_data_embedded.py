@@ -274,6 +274,7 @@ def test_build_is_deterministic_and_reused(tmp_path):
     other = build_embedded_benchmark(tmp_path / "c", seed=4, sizes=TINY, progress=False)
     assert annotations(first.root) == annotations(second.root)
     assert annotations(first.root) != annotations(other.root)
+    assert first.content_hash == second.content_hash != other.content_hash
     for name in ("point_cloud/train/qa-00000", "audio/train/qa-00000"):
         a, b = (sorted(r.root.glob(name + ".*"))[0].read_bytes() for r in (first, second))
         assert a == b
@@ -287,6 +288,38 @@ def test_build_is_deterministic_and_reused(tmp_path):
     assert rebuilt.seed == 5 and not list(tmp_path.glob(".a.*"))
 
 
+def test_same_benchmark_with_and_without_espeak_on_path(tmp_path, monkeypatch):
+    """No optional system package changes the content: spoken words come from the shipped
+    recordings, so a machine with `espeak-ng` and one without build byte-identical benchmarks."""
+    import shutil
+
+    sizes = dataclasses.replace(TINY, caption_train=8, speech_fraction=0.5)
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    called = tmp_path / "espeak-called"
+    # An espeak-ng that would speak differently (and leaves a trace) if the build ever called it.
+    (fake_bin / "espeak-ng").write_text(f"#!/bin/sh\ntouch {called}\nexit 1\n")
+    (fake_bin / "espeak-ng").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}:{__import__('os').environ['PATH']}")
+    assert shutil.which("espeak-ng") == str(fake_bin / "espeak-ng")
+    with_espeak = build_embedded_benchmark(
+        tmp_path / "with", seed=1, sizes=sizes, modalities=("audio",), progress=False
+    )
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert shutil.which("espeak-ng") is None
+    without = build_embedded_benchmark(
+        tmp_path / "without", seed=1, sizes=sizes, modalities=("audio",), progress=False
+    )
+    assert not called.exists()
+    assert with_espeak.content_hash == without.content_hash == builder_module.content_hash(without.root)
+    spoken = [m for m in without.metadata("audio", "caption", "train") if m["attributes"]["kind"] == "speech"]
+    assert spoken, "the benchmark must hold spoken clips"
+    # The hash names the bytes: change one media file and it changes.
+    wav = sorted((without.root / "audio" / "train").glob("*.wav"))[0]
+    wav.write_bytes(wav.read_bytes()[:-2] + b"\x01\x00")
+    assert builder_module.content_hash(without.root) != without.content_hash
+
+
 def test_default_folder_is_in_the_cache_and_keyed(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_MERA_CACHE", str(tmp_path / "cache"))
     bench = build_embedded_benchmark(seed=7, sizes=TINY, modalities=("point_cloud",), progress=False)
@@ -295,7 +328,7 @@ def test_default_folder_is_in_the_cache_and_keyed(tmp_path, monkeypatch):
     assert bench.modalities == ["point_cloud"]
     assert len(bench.cross_modal_test()) == 0  # no cross-modal family with point clouds alone
     manifest = json.loads((bench.root / "manifest.json").read_text())
-    assert manifest["sizes"]["speech_fraction"] == 0.0 and manifest["counts"]["point_cloud-qa-test"] == 2
+    assert manifest["sizes"] == dataclasses.asdict(TINY) and manifest["counts"]["point_cloud-qa-test"] == 2
     # The curriculum's order does not change the benchmark: sequential and reverse runs share it.
     assert default_benchmark_dir(1, TINY, MODALITIES) == default_benchmark_dir(1, TINY, MODALITIES[::-1])
     bigger = build_embedded_benchmark(

@@ -1,19 +1,14 @@
-"""Audio part of the embedded benchmark: 16 kHz WAV beep sequences, and optionally spoken words.
+"""Audio part of the embedded benchmark: 16 kHz WAV beep sequences and spoken words.
 
 A clip is `CLIP_SECONDS` long and holds 1-4 beeps that are all low or high, short or long, and
-pure (sine) or buzzy (square): "three short high buzzy beeps". When Debian's `espeak-ng` is
-installed, a share of the clips (`EmbeddedSizes.speech_fraction`) instead has a voice saying a
-colour word ("a voice says red"); without it no spoken clips are made and the benchmark is still
-complete (the cache key records which).
+pure (sine) or buzzy (square): "three short high buzzy beeps". A share of the clips
+(`EmbeddedSizes.speech_fraction`) instead has a voice saying a colour word ("a voice says red"),
+from the eSpeak NG recordings shipped with the package (`speech_clips`): no system package is
+needed, so every machine builds the same clips.
 """
 
 from __future__ import annotations
 
-import functools
-import os
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +23,7 @@ from .base import (
     choose,
     register_embedded_modality,
 )
+from .speech_clips import VOICE_PITCHES, VOICE_SPEEDS, spoken_word
 
 SAMPLE_RATE = 16_000
 CLIP_SECONDS = 2.0
@@ -35,38 +31,6 @@ PITCH_HZ = {"low": (250.0, 400.0), "high": (1000.0, 1600.0)}
 LENGTH_S = {"short": (0.08, 0.12), "long": (0.25, 0.30)}
 GAP_S = (0.08, 0.12)
 TIMBRES = ("pure", "buzzy")
-# espeak-ng variants: a few voices' pitch and speed, so that a word is not one fixed waveform.
-_ESPEAK_PITCHES = (30, 50, 70)
-_ESPEAK_SPEEDS = (140, 175)
-
-
-def espeak_available() -> bool:
-    """Whether the optional `espeak-ng` binary is on PATH."""
-    return shutil.which("espeak-ng") is not None
-
-
-@functools.lru_cache(maxsize=64)
-def spoken_word(word: str, pitch: int, speed: int) -> np.ndarray:
-    """`word` spoken by espeak-ng at 16 kHz, float32 in [-1, 1] (cached: few distinct variants exist)."""
-    import soundfile
-    from scipy.signal import resample_poly
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "word.wav")
-        subprocess.run(
-            ["espeak-ng", "-w", path, "-p", str(pitch), "-s", str(speed), word],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
-        wave, rate = soundfile.read(path, dtype="float32")
-    if wave.ndim > 1:
-        wave = wave.mean(axis=1)
-    if rate != SAMPLE_RATE:
-        divisor = np.gcd(SAMPLE_RATE, rate)
-        wave = resample_poly(wave, SAMPLE_RATE // divisor, rate // divisor).astype(np.float32)
-    peak = float(np.abs(wave).max()) or 1.0
-    return wave / peak
 
 
 def beep(frequency: float, seconds: float, timbre: str) -> np.ndarray:
@@ -87,7 +51,9 @@ def render_audio(attributes: Attributes) -> np.ndarray:
     clip = np.zeros(int(CLIP_SECONDS * SAMPLE_RATE), dtype=np.float64)
     start = int(attributes["onset"] * SAMPLE_RATE)
     if attributes["kind"] == "speech":
-        word = spoken_word(attributes["word"], attributes["voice_pitch"], attributes["voice_speed"])
+        word = spoken_word(
+            attributes["word"], attributes["voice_pitch"], attributes["voice_speed"], SAMPLE_RATE
+        )
         word = word[: len(clip) - start]
         clip[start : start + len(word)] += attributes["amplitude"] * word
     else:
@@ -101,7 +67,7 @@ def render_audio(attributes: Attributes) -> np.ndarray:
 
 @register_embedded_modality("audio")
 class AudioGenerator(EmbeddedModality):
-    """Beep sequences (and, with espeak-ng, spoken colour words) as 16 kHz mono WAV files.
+    """Beep sequences and spoken colour words as 16 kHz mono WAV files.
 
     Options: `speech_fraction` (share of spoken clips; 0 disables them).
     """
@@ -137,8 +103,8 @@ class AudioGenerator(EmbeddedModality):
             word = constraints.get("word") or choose(rng, tuple(COLORS))
             attributes.update(
                 word=word,
-                voice_pitch=int(choose(rng, _ESPEAK_PITCHES)),
-                voice_speed=int(choose(rng, _ESPEAK_SPEEDS)),
+                voice_pitch=int(choose(rng, VOICE_PITCHES)),
+                voice_speed=int(choose(rng, VOICE_SPEEDS)),
                 onset=float(rng.uniform(0.0, 0.8)),
             )
             return attributes

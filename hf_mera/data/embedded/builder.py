@@ -2,13 +2,14 @@
 
 The benchmark is a small, offline stand-in for the paper's eight datasets: per modality a caption
 and a QA set (train and test), plus a cross-modal test set. It is a pure function of the seed, the
-sizes and the modalities (and of whether `espeak-ng` is present, which the cache key records), so
-every machine builds the same one. The folder is built in a temporary sibling and renamed into
+sizes and the modalities, with no optional system package involved (spoken words ship as package
+data), so every machine builds the same one; `manifest.json`'s `content_hash`, a SHA-256 over every
+annotation and media file, is the benchmark's name beside every number reported on it. The folder is built in a temporary sibling and renamed into
 place, so a half-built benchmark is never used; a finished one is reused.
 
 Layout of a benchmark folder::
 
-    manifest.json                       generator version, seed, sizes, counts, question types
+    manifest.json                       generator version, seed, sizes, counts, question types, content hash
     annotations/<modality>-<task>-<split>.jsonl   one {"sample", "meta"} per line, relative paths
     <modality>/<split>/...              media files (png, mp4, wav, npy/ply)
     cross/test/...                      media of the cross-modal questions
@@ -33,7 +34,6 @@ import numpy as np
 
 from ..format import CROSS_MODALITY, make_sample, samples_to_dataset, strip_placeholders
 from ..seeding import seeded_rng
-from . import audio as audio_module
 from .base import EMBEDDED_MODALITY_REGISTRY, EmbeddedModality, get_embedded_modality
 from .cross_modal import available_families, draw_cross_items
 
@@ -43,7 +43,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # Bump whenever generated content changes: the version is part of the cache folder's name.
-GENERATOR_VERSION = "1"
+# 2: spoken words from the shipped recordings on every machine (1 had them only with espeak-ng).
+GENERATOR_VERSION = "2"
 DEFAULT_MODALITIES = ("image", "video", "audio", "point_cloud")
 EMBEDDED_TASKS = ("caption", "qa")
 EMBEDDED_SPLITS = ("train", "test")
@@ -65,7 +66,7 @@ class EmbeddedSizes:
         default=0.25,
         metadata={
             "help": "Share of audio caption clips that are a spoken word instead of beeps; spoken-word "
-            "questions are one of the audio question types. Needs `espeak-ng`; 0 when it is missing."
+            "questions are one of the audio question types (recordings ship with the package)."
         },
     )
 
@@ -108,14 +109,10 @@ def canonical_modalities(modalities: Sequence[str]) -> list[str]:
 
 def benchmark_spec(seed: int, sizes: EmbeddedSizes, modalities: Sequence[str]) -> dict[str, Any]:
     """Everything the generated content depends on; its hash names the cache folder."""
-    effective = dataclasses.asdict(sizes)
-    # Without espeak-ng (or without audio) there is no speech: the content then differs, so does the key.
-    if "audio" not in modalities or not audio_module.espeak_available():
-        effective["speech_fraction"] = 0.0
     return {
         "generator_version": GENERATOR_VERSION,
         "seed": seed,
-        "sizes": effective,
+        "sizes": dataclasses.asdict(sizes),
         "modalities": list(modalities),
     }
 
@@ -130,6 +127,17 @@ def default_benchmark_dir(
     """Where `build_embedded_benchmark` puts a benchmark when no root is given."""
     spec = benchmark_spec(seed, sizes or EmbeddedSizes(), canonical_modalities(modalities))
     return default_cache_root() / f"v{GENERATOR_VERSION}-{seed}-{spec_hash(spec)}"
+
+
+def content_hash(folder: str | Path) -> str:
+    """SHA-256 (first 12 hex digits) over the relative path and bytes of every file in `folder`
+    but the manifest: equal hashes mean byte-identical benchmarks."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:12]
 
 
 def _jsonable(value: Any) -> Any:
@@ -286,12 +294,11 @@ def build_embedded_benchmark(
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private (0700); the published benchmark should read like any folder
     try:
-        effective = dataclasses.replace(sizes, speech_fraction=spec["sizes"]["speech_fraction"])
         generators = {
-            m: EMBEDDED_MODALITY_REGISTRY[m](seed, {"speech_fraction": effective.speech_fraction})
+            m: EMBEDDED_MODALITY_REGISTRY[m](seed, {"speech_fraction": sizes.speech_fraction})
             for m in modalities
         }
-        writer = _Writer(tmp, seed, effective, generators, progress)
+        writer = _Writer(tmp, seed, sizes, generators, progress)
         counts = {}
         for modality in modalities:
             for task in EMBEDDED_TASKS:
@@ -303,7 +310,7 @@ def build_embedded_benchmark(
             "spec": spec,
             "generator_version": GENERATOR_VERSION,
             "seed": seed,
-            "sizes": dataclasses.asdict(effective),
+            "sizes": dataclasses.asdict(sizes),
             "modalities": modalities,
             "counts": counts,
             "question_types": {
@@ -311,7 +318,7 @@ def build_embedded_benchmark(
             },
             "cross_families": {f.name: list(f.answers) for f in available_families(tuple(modalities))},
             "video_codec": _video_codec() if "video" in modalities else None,
-            "espeak_ng": shutil.which("espeak-ng") if spec["sizes"]["speech_fraction"] > 0 else None,
+            "content_hash": content_hash(tmp),
             "build_seconds": round(time.perf_counter() - started, 2),
         }
         # The manifest is written last: a folder with a manifest is complete.
@@ -379,6 +386,12 @@ class EmbeddedBenchmark:
     @property
     def seed(self) -> int:
         return self.manifest["seed"]
+
+    @property
+    def content_hash(self) -> str:
+        """The benchmark's content hash (`content_hash` of its folder, recorded at build time):
+        name it beside every number measured on this benchmark."""
+        return self.manifest["content_hash"]
 
     @property
     def modalities(self) -> list[str]:
