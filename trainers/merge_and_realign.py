@@ -372,6 +372,9 @@ class MergeAndRealignTrainer:
         from hf_mera.continual.plugins import build_plugin
 
         self.plugins = [build_plugin(**spec) for spec in method.plugins]
+        from model_cards import check_push_ready
+
+        check_push_ready(self.run, method.name)  # no token: fail now, not after training
 
     # ---- the curriculum ----------------------------------------------------------------------
     def phase(self, name: str, parent: Checkpoint | None, description: dict[str, Any], build) -> Checkpoint:
@@ -654,12 +657,25 @@ class MergeAndRealignTrainer:
             elif stage_dir.exists():
                 shutil.rmtree(stage_dir)
             os.replace(tmp, stage_dir)
+            self.on_stage_published(stage_dir, info)
         self.ws.barrier()
         return stage_dir
 
     def on_stage_saved(self, stage_dir: Path, info: dict) -> None:
         """Hook called on the main process with each published stage folder (before it is renamed
-        into place) and its `stage.json` content: where a model card is written."""
+        into place) and its `stage.json` content: writes the model card (`README.md`)."""
+        from model_cards import hub_target, write_stage_card
+
+        repo_id, revision = hub_target(self.run, info)
+        write_stage_card(stage_dir, info, self.run, repo_id=repo_id, revision=revision)
+
+    def on_stage_published(self, stage_dir: Path, info: dict) -> None:
+        """Hook called on the main process once the stage folder is in place: pushes it to the hub
+        when the run's `push_to_hub` section names this method (after the rename, so that a failed
+        upload never costs the local stage)."""
+        from model_cards import push_stage
+
+        push_stage(stage_dir, info, self.run)
 
     # ---- helpers -----------------------------------------------------------------------------
     def _trainer_args(self, config_cls, settings: PhaseSettings, output_dir: Path):

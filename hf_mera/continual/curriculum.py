@@ -8,6 +8,7 @@ Every field carries `help` metadata; an unknown or mistyped key fails naming its
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -167,6 +168,59 @@ class EvaluationSection:
     max_test_samples: int | None = field(default=None, metadata={"help": "Cap per test set (None = all)."})
 
 
+# A hub repo id: "owner/name", each part letters, digits, "-", "_" or "." (the hub's own rule).
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass
+class PushToHubSection:
+    """Where each published stage goes on the Hugging Face hub: one branch per stage of one method.
+
+    The token is read from the `HF_TOKEN` environment variable when a stage is pushed; it has no
+    field here, so it can never end up in a YAML file, `run_config.yaml`, a card or a log.
+    """
+
+    repo_id: str | None = field(
+        default=None, metadata={"help": "Hub model repo 'owner/name' to push to; null = do not push."}
+    )
+    private: bool = field(default=True, metadata={"help": "Create the repo private (if it does not exist)."})
+    method: str | None = field(
+        default=None,
+        metadata={"help": "Display name of the method whose stages are pushed (default: the last method)."},
+    )
+    revision: str = field(
+        default="stage-{stage}-{modality}",
+        metadata={"help": "Branch of each stage; formatted with {stage}, {modality} and {method}."},
+    )
+    final_revision: str | None = field(
+        default="main",
+        metadata={"help": "The final stage is also pushed here; null = only its stage branch."},
+    )
+    license: str = field(
+        default="apache-2.0", metadata={"help": "License in every model card's metadata (pushed or not)."}
+    )
+    tags: list[str] = field(
+        default_factory=list, metadata={"help": "Extra tags for every model card's metadata."}
+    )
+
+    def __post_init__(self):
+        if self.repo_id is not None and not _REPO_ID.match(self.repo_id):
+            raise ValueError(f"push_to_hub.repo_id: {self.repo_id!r} is not a hub repo id like 'owner/name'.")
+        try:
+            first = self.revision.format(stage=1, modality="image", method="mera")
+            second = self.revision.format(stage=2, modality="video", method="mera")
+        except (KeyError, IndexError, ValueError) as err:
+            raise ValueError(
+                f"push_to_hub.revision: {self.revision!r} may use only {{stage}}, {{modality}} and {{method}}: {err!r}."
+            ) from err
+        if first == second:
+            # Every stage would overwrite the same branch: the earlier stages would be lost on the hub.
+            raise ValueError(
+                f"push_to_hub.revision: {self.revision!r} must contain {{stage}} or {{modality}} "
+                "so that each stage gets its own branch."
+            )
+
+
 @dataclass
 class RunConfig:
     seed: int = field(default=0, metadata={"help": "Seed of data generation, sampling and training."})
@@ -183,6 +237,10 @@ class RunConfig:
     )
     methods: list[MethodConfig] = field(default_factory=list, metadata={"help": "Methods to run, in order."})
     evaluation: EvaluationSection = field(default_factory=EvaluationSection, metadata={"help": "Evaluation."})
+    push_to_hub: PushToHubSection = field(
+        default_factory=PushToHubSection,
+        metadata={"help": "Push each stage of one method to the hub (token from HF_TOKEN only)."},
+    )
 
     def __post_init__(self):
         if isinstance(self.order, str):
@@ -201,6 +259,8 @@ class RunConfig:
         names = [m.name for m in self.methods]
         if len(set(names)) != len(names):
             raise ValueError(f"methods: display names must be distinct, got {names}.")
+        if self.push_to_hub.method is not None and self.push_to_hub.method not in names:
+            raise ValueError(f"push_to_hub.method: {self.push_to_hub.method!r} is not one of {names}.")
 
 
 def shipped_config(name: str) -> Path:
@@ -226,6 +286,11 @@ def load_run_config(path: str | Path | None = None, overrides: list[str] | dict 
         data = deep_merge(
             data, overrides if isinstance(overrides, dict) else parse_overrides(list(overrides))
         )
+    if isinstance(data.get("push_to_hub"), dict) and "token" in data["push_to_hub"]:
+        # A token in a YAML file or on a command line ends up in version control and shell history.
+        raise ValueError(
+            f"{path}: push_to_hub.token is not a config key: set the HF_TOKEN environment variable instead."
+        )
     try:
         return from_dict(RunConfig, data)
     except ValueError as err:
@@ -243,6 +308,7 @@ __all__ = [
     "TrainingSection",
     "MethodConfig",
     "EvaluationSection",
+    "PushToHubSection",
     "PAPER_ORDERS",
     "load_run_config",
     "shipped_config",

