@@ -2,7 +2,8 @@
 
 - captions: `compute_cider` (CIDEr-D ×100, equal to pycocoevalcap, no Java; `ptb_tokenize`), also as a
   local 🤗 Evaluate module at `CIDER_METRIC_PATH`;
-- questions: `qa_accuracy` with a `QAJudge` (`ExactMatchJudge`, or the paper's `OpenAIJudge`);
+- questions: `qa_accuracy` with a `QAJudge` (`ExactMatchJudge`, or the paper's `OpenAIJudge`), and
+  `vqa_accuracy` for datasets with ten annotator answers per question (OK-VQA);
 - generation: `generate_predictions`, `evaluate_task`;
 - continual-learning metrics (section 5.1): `relative_gain`, `backward_relative_gain`,
   `forward_relative_gain`, `summarize_over_stages`, collected per run in `RunScores`;
@@ -44,8 +45,9 @@ from .reports import (
     write_report,
 )
 from .run_scores import RunScores
-from .tasks import TASK_METRICS, TaskResult, evaluate_task, evaluate_tasks, score_predictions
+from .tasks import METRICS, TASK_METRICS, TaskResult, evaluate_task, evaluate_tasks, score_predictions
 from .tokenization import PTB_PUNCTUATIONS, ptb_tokenize
+from .vqa import VQAAccuracyResult, normalize_vqa_answer, vqa_accuracy, vqa_item_accuracy
 
 # Folder of the local 🤗 Evaluate CIDEr module: `evaluate.load(CIDER_METRIC_PATH)` works offline.
 CIDER_METRIC_PATH = str(Path(__file__).parent / "metrics" / "cider")
@@ -54,6 +56,7 @@ __all__ = [
     "CIDER_METRIC_PATH",
     "JUDGE_SYSTEM_PROMPT",
     "JUDGE_USER_PROMPT_TEMPLATE",
+    "METRICS",
     "PTB_PUNCTUATIONS",
     "TASK_METRICS",
     "AccuracyResult",
@@ -66,6 +69,7 @@ __all__ = [
     "QAJudge",
     "RunScores",
     "TaskResult",
+    "VQAAccuracyResult",
     "Verdict",
     "backward_relative_gain",
     "backward_summary_table",
@@ -80,6 +84,7 @@ __all__ = [
     "mean_over_orders",
     "measure",
     "normalize_answer",
+    "normalize_vqa_answer",
     "parse_judge_response",
     "plot_relative_gain",
     "prompt_messages",
@@ -91,5 +96,7 @@ __all__ = [
     "score_predictions",
     "stagewise_table",
     "summarize_over_stages",
+    "vqa_accuracy",
+    "vqa_item_accuracy",
     "write_report",
 ]

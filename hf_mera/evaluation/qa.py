@@ -2,6 +2,12 @@
 
 The paper (appendix C.2) judges QA predictions with GPT-4o mini (`OpenAIJudge`); offline and in tests
 the default is `ExactMatchJudge`, i.e. `exact_match` after `normalize_answer`.
+
+An item is correct when *any* of its references is accepted: right for sets whose references are
+alternative forms of one answer (MSVD-QA, Cap3D-QA, the embedded benchmark), wrong for sets whose
+references are ten annotators' answers, where one stray annotator would make a guess correct. Those
+(OK-VQA) are scored with `hf_mera.evaluation.vqa.vqa_accuracy`; each paper dataset's adapter says
+which metric its test split uses.
 """
 
 from __future__ import annotations

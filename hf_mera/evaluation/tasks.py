@@ -10,9 +10,12 @@ from .cider import compute_cider
 from .generation import generate_predictions
 from .judges import QAJudge
 from .qa import qa_accuracy
+from .vqa import vqa_accuracy
 
-# task → metric; "cross" (multi-modality questions such as MCUB-4, Table 3) is scored like QA.
+# task → its default metric; "cross" (multi-modality questions such as MCUB-4, Table 3) is scored like
+# QA. A dataset may choose another (`metric=`): OK-VQA's adapter says "vqa_accuracy".
 TASK_METRICS = {"caption": "cider", "qa": "accuracy", "cross": "accuracy"}
+METRICS = ("cider", "accuracy", "vqa_accuracy")
 
 
 @dataclass
@@ -21,7 +24,7 @@ class TaskResult:
 
     Args:
         task (`str`): "caption", "qa" or "cross".
-        metric (`str`): "cider" (×100) or "accuracy" (in [0, 1]).
+        metric (`str`): "cider" (×100), "accuracy" or "vqa_accuracy" (both in [0, 1]).
         score (`float`): the number that goes into `RunScores`.
         predictions (`list[str]`): the generated answers, in dataset order.
         per_item (`list`): per-item CIDEr or correctness.
@@ -42,17 +45,27 @@ def score_predictions(
     references: Sequence[Sequence[str]],
     questions: Sequence[str] | None = None,
     judge: QAJudge | None = None,
+    metric: str | None = None,
 ) -> TaskResult:
-    """Score predictions of `task` with its metric (`TASK_METRICS`); no model involved.
+    """Score predictions of `task` with `metric`, by default the task's (`TASK_METRICS`); no model involved.
+
+    "vqa_accuracy" reads `references` as each item's annotator answers and ignores `judge`.
 
     Raises:
-        `ValueError`: unknown task, or inputs the metric rejects (see `compute_cider`, `qa_accuracy`).
+        `ValueError`: unknown task or metric, or inputs the metric rejects (see `compute_cider`,
+            `qa_accuracy`, `vqa_accuracy`).
     """
     if task not in TASK_METRICS:
         raise ValueError(f"Unknown task {task!r}; known tasks: {sorted(TASK_METRICS)}.")
-    if TASK_METRICS[task] == "cider":
+    metric = metric or TASK_METRICS[task]
+    if metric not in METRICS:
+        raise ValueError(f"Unknown metric {metric!r} for task {task!r}; known metrics: {', '.join(METRICS)}.")
+    if metric == "cider":
         result = compute_cider(predictions, references)
         return TaskResult(task, "cider", result.score, list(predictions), result.per_item)
+    if metric == "vqa_accuracy":
+        vqa = vqa_accuracy(predictions, references)
+        return TaskResult(task, "vqa_accuracy", vqa.accuracy, list(predictions), vqa.per_item)
     questions = list(questions) if questions is not None else [""] * len(predictions)
     result = qa_accuracy(predictions, references, questions, judge)
     return TaskResult(
@@ -70,6 +83,7 @@ def evaluate_task(
     max_new_tokens: int = 32,
     progress: bool = True,
     feature_lookup: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
+    metric: str | None = None,
 ) -> TaskResult:
     """Generate answers for the rows of `dataset` whose `task` column equals `task`, then score them.
 
@@ -80,12 +94,15 @@ def evaluate_task(
         task (`str`): "caption" (CIDEr ×100) or "qa" / "cross" (accuracy judged by `judge`).
         judge (`QAJudge`, *optional*): QA judge, `ExactMatchJudge()` by default.
         batch_size, max_new_tokens, progress, feature_lookup: passed to `generate_predictions`.
+        metric (`str`, *optional*): see `score_predictions` (default: the task's).
 
     Returns:
         [`TaskResult`]: `.score` is the number for `RunScores`; predictions are kept for inspection.
     """
     if task not in TASK_METRICS:
         raise ValueError(f"Unknown task {task!r}; known tasks: {sorted(TASK_METRICS)}.")
+    if metric is not None and metric not in METRICS:
+        raise ValueError(f"Unknown metric {metric!r} for task {task!r}; known metrics: {', '.join(METRICS)}.")
     rows = [dataset[i] for i in range(len(dataset))]
     rows = [row for row in rows if row.get("task", task) == task]
     if not rows:
@@ -105,6 +122,7 @@ def evaluate_task(
         [row["references"] for row in rows],
         [row.get("question", "") for row in rows],
         judge,
+        metric,
     )
 
 
@@ -114,4 +132,4 @@ def evaluate_tasks(model, processor, dataset, **kwargs) -> dict[str, TaskResult]
     return {task: evaluate_task(model, processor, dataset, task, **kwargs) for task in tasks}
 
 
-__all__ = ["TASK_METRICS", "TaskResult", "evaluate_task", "evaluate_tasks", "score_predictions"]
+__all__ = ["METRICS", "TASK_METRICS", "TaskResult", "evaluate_task", "evaluate_tasks", "score_predictions"]
