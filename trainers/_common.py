@@ -1,10 +1,11 @@
-"""What the three phase trainers share: argument checks, freezing, and the multimodal collator."""
+"""What the three phase trainers share: argument checks, freezing, mixed precision, and the collator."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
+import torch
 from torch import nn
 from trl import SFTTrainer
 
@@ -64,12 +65,61 @@ def train_only(model: nn.Module, parameters: Iterable[nn.Parameter]) -> None:
         parameter.requires_grad_(True)
 
 
+HALF_DTYPES = (torch.bfloat16, torch.float16)
+
+
+def half_dtype(model: nn.Module) -> torch.dtype | None:
+    """The half-precision dtype (bf16 or fp16) `model`'s weights are held in, or None if none is.
+
+    ValueError when both occur: one autocast dtype cannot serve both.
+    """
+    found = {p.dtype for p in model.parameters() if p.dtype in HALF_DTYPES}
+    if len(found) > 1:
+        raise ValueError(f"The model mixes bfloat16 and float16 weights; load it in one dtype ({found}).")
+    return found.pop() if found else None
+
+
+def match_mixed_precision(args, half: torch.dtype | None) -> None:
+    """Turn on the trainer's autocast in `half` when the frozen weights are held in it.
+
+    A bf16/fp16 choice the caller made stays; only the automatic one (`bf16=None` in the phase
+    configs, resolved to "a GPU that supports bf16") is replaced by the weights' own dtype.
+    """
+    if half is None:
+        return
+    chosen = args.fp16 or (args.bf16 and not getattr(args, "bf16_auto", False))
+    if chosen:
+        return
+    args.bf16, args.fp16 = half == torch.bfloat16, half == torch.float16
+    # TrainingArguments derives `mixed_precision` (what the Accelerator reads) in __post_init__.
+    args.mixed_precision = "bf16" if args.bf16 else "fp16"
+
+
+def upcast_trainable(model: nn.Module) -> list[str]:
+    """Keep every trainable half-precision parameter in float32 (in place); returns their names.
+
+    Mixed-precision training as usual: the optimizer updates float32 weights while autocast runs the
+    matrix products in half precision. Left in bf16, an Adam step at the paper's connector learning
+    rate (2e-5) is below bf16's rounding step (2^-8 relative) for most weights, which would not move.
+    Frozen weights stay in half precision: they never take a step.
+    """
+    names = []
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad and parameter.dtype in HALF_DTYPES:
+            parameter.data = parameter.data.float()  # same Parameter object: freezing and ties hold
+            names.append(name)
+    return names
+
+
 class MultimodalSFTTrainer(SFTTrainer):
     """`SFTTrainer` on rows of the sample format, batched by `hf_mera.data.MultimodalCollator`.
 
-    Subclasses set `config_class` and decide what trains; this class only checks the arguments,
-    since the model, the processor and the dataset cannot be guessed (no hub download, no text
-    preparation of multimodal rows).
+    Subclasses set `config_class` and decide what trains; this class checks the arguments, since the
+    model, the processor and the dataset cannot be guessed (no hub download, no text preparation of
+    multimodal rows), and sets the precision: when the model is held in bf16 or fp16, the trainer
+    autocasts in that dtype (`match_mixed_precision`) and `train()` first moves the trainable
+    parameters to float32 (`upcast_trainable`). They stay float32 afterwards, so the trained model
+    holds its float32 weights; a checkpoint reloaded in half precision rounds them once.
     """
 
     config_class: ClassVar[type | None] = None  # the phase's config, set by subclasses
@@ -87,6 +137,7 @@ class MultimodalSFTTrainer(SFTTrainer):
         who = type(self).__name__
         args = resolve_args(args, self.config_class, who, modalities)
         check_train_dataset(train_dataset, who, modalities)
+        match_mixed_precision(args, half_dtype(model))
         if processing_class is None:
             raise ValueError(f"{who}: pass processing_class, the model's AnyModalityProcessor.")
         if data_collator is None:
@@ -103,5 +154,21 @@ class MultimodalSFTTrainer(SFTTrainer):
             **kwargs,
         )
 
+    def train(self, *args, **kwargs):
+        # Here, not in __init__: subclasses (and peft) decide what trains after this class's __init__,
+        # and the optimizer collects the parameters only now.
+        upcast_trainable(self.model)
+        return super().train(*args, **kwargs)
 
-__all__ = ["MultimodalSFTTrainer", "check_modalities", "check_train_dataset", "resolve_args", "train_only"]
+
+__all__ = [
+    "HALF_DTYPES",
+    "MultimodalSFTTrainer",
+    "check_modalities",
+    "check_train_dataset",
+    "half_dtype",
+    "match_mixed_precision",
+    "resolve_args",
+    "train_only",
+    "upcast_trainable",
+]

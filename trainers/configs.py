@@ -9,7 +9,8 @@ Settings every phase needs, whatever the hardware:
 - `remove_unused_columns=False` and `dataset_kwargs={"skip_prepare_dataset": True}`: the rows stay
   in the sample format (`docs/CONTRACTS.md`) until `hf_mera.data.MultimodalCollator` batches them;
 - `bf16` defaults to True only where a GPU supports it (`SFTConfig` turns it on everywhere, and
-  `TrainingArguments` then refuses to start on a CPU);
+  `TrainingArguments` then refuses to start on a CPU); a model held in bf16 / fp16 gets autocast in
+  that dtype instead, on any device, with its trainable parameters in float32 (`trainers._common`);
 - `save_strategy="no"`: the orchestrator saves each phase's model itself.
 """
 
@@ -100,6 +101,8 @@ class _PhaseConfig(SFTConfig):
             from transformers.utils import is_torch_bf16_gpu_available
 
             self.bf16 = not self.fp16 and not self.use_cpu and is_torch_bf16_gpu_available()
+            # The phase trainers replace an automatic choice by the dtype of half-precision weights.
+            self.bf16_auto = True
         if self.activation_checkpointing is None and self.gradient_checkpointing is None:
             self.activation_checkpointing = False
         super().__post_init__()
