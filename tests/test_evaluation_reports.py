@@ -105,14 +105,14 @@ def test_cross_modal_table_in_percent():
 
 def test_write_report_writes_json_markdown_and_plots(tmp_path):
     records = [EfficiencyRecord("MERA (10%)", 40_190_000_000, 61 * 3600, 19_010_000_000, 34.0)]
-    paths = write_report(RUNS, tmp_path / "report", efficiency=records)
+    paths = write_report(RUNS, tmp_path / "report", efficiency=records, benchmark_hash="0123456789ab")
     assert set(paths) == {"json", "markdown", "backward_plot", "forward_plot"}
     for path in paths.values():
         assert path.exists() and path.stat().st_size > 0
     assert paths["backward_plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     results = json.loads(paths["json"].read_text())
-    assert results["std"] == "sample (n - 1)"
+    assert results["std"] == "sample (n - 1)" and results["benchmark_hash"] == "0123456789ab"
     assert [RunScores.from_dict(r) for r in results["runs"]] == RUNS
     summary = results["summary"]["Fine-Tuning"]["sequential"]
     assert summary["backward_relative_gain"] == pytest.approx([100.0, 40.0])
@@ -126,6 +126,7 @@ def test_write_report_writes_json_markdown_and_plots(tmp_path):
         assert heading in markdown
     assert "![Backward Relative Gain](backward_relative_gain.png)" in markdown
     assert "QA judged by: exact_match." in markdown
+    assert "Benchmark content hash: `0123456789ab`." in markdown.splitlines()[2]
 
 
 def test_write_report_rejects_empty_and_duplicate_runs(tmp_path):

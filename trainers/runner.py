@@ -28,7 +28,9 @@ def _expert_scores(records: list[MethodRecord]) -> dict[str, dict[str, float]]:
     return {}
 
 
-def to_run_scores(record: MethodRecord, expert_scores: dict, run: RunConfig):
+def to_run_scores(
+    record: MethodRecord, expert_scores: dict, run: RunConfig, benchmark_hash: str | None = None
+):
     from hf_mera.evaluation import RunScores
 
     return RunScores(
@@ -43,6 +45,7 @@ def to_run_scores(record: MethodRecord, expert_scores: dict, run: RunConfig):
         metadata={
             "judge": run.evaluation.judge,
             "seed": run.seed,
+            "benchmark_hash": benchmark_hash,
             "checkpoints": [stage.checkpoint for stage in record.stages],
             "train_seconds": record.train_seconds,
         },
@@ -85,7 +88,14 @@ def run_curriculum(run: RunConfig, progress: bool = True) -> dict:
         )
         path = output_dir / "results.json"
         path.write_text(
-            json.dumps({"records": [asdict(r) for r in records], "relative_gain": None}, indent=2)
+            json.dumps(
+                {
+                    "benchmark_hash": workspace.data.benchmark_hash,
+                    "records": [asdict(r) for r in records],
+                    "relative_gain": None,
+                },
+                indent=2,
+            )
         )
         print(f"Raw scores written to {path}; no Relative Gain because {why}.")
         for record in records:
@@ -94,7 +104,8 @@ def run_curriculum(run: RunConfig, progress: bool = True) -> dict:
         workspace.barrier()
         return {"json": path}
 
-    runs = [to_run_scores(record, experts, run) for record in continual]
+    benchmark_hash = workspace.data.benchmark_hash
+    runs = [to_run_scores(record, experts, run, benchmark_hash) for record in continual]
     efficiency = [
         EfficiencyRecord(
             method=r.name,
@@ -105,7 +116,13 @@ def run_curriculum(run: RunConfig, progress: bool = True) -> dict:
         )
         for r in records
     ]
-    paths = write_report(runs, output_dir, efficiency=efficiency, title=f"hf_mera: {output_dir.name}")
+    paths = write_report(
+        runs,
+        output_dir,
+        efficiency=efficiency,
+        title=f"hf_mera: {output_dir.name}",
+        benchmark_hash=benchmark_hash,
+    )
     source = next((r.memory_source for r in records if r.memory_source), None)
     if source == "ru_maxrss":
         # On CPU the only peak available is the process's (it cannot be reset): say so beside Table 6.
@@ -123,7 +140,8 @@ def run_curriculum(run: RunConfig, progress: bool = True) -> dict:
     if cross:
         print("\nCross-modal accuracy after the last stage (paper Table 3)\n")
         print(cross)
-    print(f"\nWrote {', '.join(str(p) for p in paths.values())}")
+    print(f"\nBenchmark content hash: {benchmark_hash}")
+    print(f"Wrote {', '.join(str(p) for p in paths.values())}")
     workspace.barrier()
     return paths
 

@@ -188,6 +188,7 @@ def write_report(
     efficiency: Sequence[EfficiencyRecord] | None = None,
     stage_one: StageOne = "relative_gain",
     title: str = "hf_mera results",
+    benchmark_hash: str | None = None,
 ) -> dict[str, Path]:
     """Write `results.json`, `report.md`, `backward_relative_gain.png` and `forward_relative_gain.png`.
 
@@ -197,6 +198,8 @@ def write_report(
         efficiency (`list[EfficiencyRecord]`, *optional*): adds a Table 6-shaped section.
         stage_one (`"relative_gain"` or `"100"`): stage-1 convention, see `backward_relative_gain`.
         title (`str`): heading of the markdown file.
+        benchmark_hash (`str`, *optional*): the content hash of the benchmark the scores were measured
+            on; written into `results.json` and under the markdown's heading.
 
     Returns:
         `dict[str, Path]`: the written files by role ("json", "markdown", "backward_plot", "forward_plot").
@@ -218,6 +221,7 @@ def write_report(
             "backward_std": None if std is None or math.isnan(std) else std,
         }
     results = {
+        "benchmark_hash": benchmark_hash,
         "stage_one": stage_one,
         "std": "sample (n - 1)",
         "runs": [run.to_dict() for run in runs],
@@ -233,6 +237,7 @@ def write_report(
 
     sections = [
         f"# {title}",
+        *([f"Benchmark content hash: `{benchmark_hash}`."] if benchmark_hash else []),
         "Relative Gains are percentages of the individually trained experts' scores (paper section 5.1); "
         "captioning scores are CIDEr ×100, QA scores accuracies.",
         "## Backward Relative Gain over all stages (Table 2)\n\nMean and sample standard deviation over "
