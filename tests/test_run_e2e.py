@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ pytestmark = pytest.mark.slow
 TINY_SIZES = (
     "{caption_train: 24, qa_train: 24, caption_test: 6, qa_test: 6, cross_test: 6, speech_fraction: 0.0}"
 )
+TRAIN_ROWS_PER_TASK = 24
 
 
 def tiny_overrides(
@@ -126,12 +128,25 @@ def test_merge_equals_hand_computed(data_root, tmp_path, lora):
     assert stage.is_dir() and not stage.is_symlink()
     info = json.loads((stage / "stage.json").read_text())
     assert info["seen"] == ["image", "audio"] and set(info["scores"]) == {"image", "audio"}
+    manifest = json.loads((data_root / "manifest.json").read_text())
+    assert info["benchmark_hash"] == manifest["content_hash"]
     assert torch.equal(
         load_state(stage)["model.connectors.audio.linear_1.weight"],
         realigned["model.connectors.audio.linear_1.weight"],
     )
-    replay = json.loads((realign_dir / "replay_ids.json").read_text())
-    assert set(json.dumps(replay)) and "image" in json.dumps(replay) and "audio" in json.dumps(replay)
+    # Realignment replays r % of every task of every modality seen so far (D1 and D2), no other rows.
+    from hf_mera.data.replay import ReplayRecord, replay_size
+
+    replay = ReplayRecord.from_dict(json.loads((realign_dir / "replay_ids.json").read_text()))
+    per_task = replay_size(replay.ratio, TRAIN_ROWS_PER_TASK)
+    assert replay.ratio == 0.1 and per_task == 2
+    assert set(replay.ids) == {"image", "audio"}
+    for modality, tasks in replay.ids.items():
+        assert set(tasks) == {"caption", "qa"}, modality
+        for task, ids in tasks.items():
+            assert len(ids) == len(set(ids)) == per_task, (modality, task)
+            assert all(i.startswith(f"embedded/{modality}/{task}/train/") for i in ids), ids
+    assert len(replay) == 4 * per_task
 
 
 def _cli(args: list[str], launcher: list[str] = (), **kwargs) -> subprocess.Popen:
@@ -169,12 +184,24 @@ def test_kill_minus_9_then_resume_matches_an_uninterrupted_run(data_root, tmp_pa
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (resumed / "results.json").exists()  # really killed mid-run
-    partial = sorted(p.name for p in (resumed / "checkpoints").iterdir())
-    complete_before = {p.parent.name for p in (resumed / "checkpoints").glob("*/phase.json")}
+    complete_before = {
+        p.parent.name: p.stat().st_mtime_ns for p in (resumed / "checkpoints").glob("*/phase.json")
+    }
+    assert len(complete_before) >= 4
     proc = _cli(tiny_overrides(data_root, resumed) + methods)
     out, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, out[-3000:]
-    assert "reusing" in out or complete_before, partial
+    # The resumed run reused every phase finished before the kill (untouched on disk) and trained
+    # exactly the phases that were missing.
+    logged = re.findall(r"phase (\S+) \((\w+)\): (reusing|running)", out)
+    reused = {f"{name}-{key}" for name, key, verb in logged if verb == "reusing"}
+    trained = [f"{name}-{key}" for name, key, verb in logged if verb == "running"]
+    assert set(complete_before) <= reused, set(complete_before) - reused
+    assert not set(trained) & set(complete_before), set(trained) & set(complete_before)
+    all_phases = {p.parent.name for p in (resumed / "checkpoints").glob("*/phase.json")}
+    assert sorted(trained) == sorted(all_phases - set(complete_before))
+    for name, stamp in complete_before.items():
+        assert (resumed / "checkpoints" / name / "phase.json").stat().st_mtime_ns == stamp, name
     # Same phases, same weights, same metrics.
     ref_ckpts = sorted(p.name for p in checkpoints(reference, "*"))
     assert ref_ckpts == sorted(p.name for p in checkpoints(resumed, "*"))
@@ -274,6 +301,11 @@ def test_quickstart_end_to_end_mera_keeps_more_than_fine_tuning(tmp_path):
     log, _ = proc.communicate(timeout=1500)
     assert proc.returncode == 0, log[-3000:]
     assert "Backward Relative Gain over stages" in log and "| MERA (10%) | sequential |" in log
+    # The benchmark's content hash is printed when the run starts and written beside the numbers.
+    content_hash = json.loads((tmp_path / "bench" / "manifest.json").read_text())["content_hash"]
+    assert f"(content hash {content_hash})" in log
+    assert json.loads((out / "results.json").read_text())["benchmark_hash"] == content_hash
+    assert content_hash in (out / "report.md").read_text()
     for name in ("results.json", "report.md", "backward_relative_gain.png", "forward_relative_gain.png"):
         assert (out / name).stat().st_size > 0, name
     summary = json.loads((out / "results.json").read_text())["summary"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +18,10 @@ TASKS = ("caption", "qa")
 
 @dataclass
 class DataSource:
-    """Per modality: train sets by task, test sets by task; optionally a cross-modal test set."""
+    """Per modality: train sets by task, test sets by task; optionally a cross-modal test set.
+
+    `description["benchmark_hash"]` names the data every number of the run was measured on.
+    """
 
     train_sets: dict[str, dict[str, Dataset]]
     test_sets: dict[str, dict[str, Dataset]]
@@ -34,6 +39,10 @@ class DataSource:
     def test(self, modality: str) -> dict[str, Dataset]:
         self._check(modality)
         return self.test_sets[modality]
+
+    @property
+    def benchmark_hash(self) -> str:
+        return (self.description or {})["benchmark_hash"]
 
     def _check(self, modality: str) -> None:
         if modality not in self.train_sets:
@@ -78,7 +87,8 @@ def _embedded(section: DataSection, modalities: list[str], seed: int) -> DataSou
     cross = bench.cross_modal_test() if len(modalities) > 1 else None
     if cross is not None and len(cross) == 0:  # no question family combines these modalities
         cross = None
-    return DataSource(train, test, cross, bench.all_texts(), {"source": "embedded", "root": str(bench.root)})
+    description = {"source": "embedded", "root": str(bench.root), "benchmark_hash": bench.content_hash}
+    return DataSource(train, test, cross, bench.all_texts(), description)
 
 
 @register_data_source("paper")
@@ -90,7 +100,23 @@ def _paper(section: DataSection, modalities: list[str], seed: int) -> DataSource
         splits = load_paper_modality(modality, section.paper, seed=seed, on_bad_item=section.on_bad_item)
         train[modality] = splits["train"]
         test[modality] = splits["test"]
-    return DataSource(train, test, None, None, {"source": "paper"})
+    return DataSource(
+        train, test, None, None, {"source": "paper", "benchmark_hash": samples_hash(train, test)}
+    )
+
+
+def samples_hash(*splits: dict[str, dict[str, Dataset]]) -> str:
+    """SHA-256 (first 12 hex digits) over every sample of the given sets, in order: their messages,
+    references and media paths. Media bytes are not read (the paper's datasets are large), so this
+    names the annotations and the files they point to, not the files' content."""
+    digest = hashlib.sha256()
+    for split in splits:
+        for modality in sorted(split):
+            for task in sorted(split[modality]):
+                digest.update(f"{modality}/{task}\0".encode())
+                for row in split[modality][task]:
+                    digest.update(json.dumps(row, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:12]
 
 
 __all__ = ["DataSource", "load_data_source", "register_data_source", "TASKS"]

@@ -98,6 +98,9 @@ class Workspace:
         self.output_dir = Path(run.output_dir)
         self.store = CheckpointStore(self.output_dir / "checkpoints", self.state.is_main_process)
         self.data: DataSource = load_data_source(run.data, list(run.order), run.seed)
+        if self.state.is_main_process:
+            where = self.data.description.get("root") or run.data.source
+            print(f"Benchmark: {where} (content hash {self.data.benchmark_hash})", flush=True)
         self._features: dict[str, dict[str, torch.Tensor]] = {}
         self._evaluated: dict[tuple[str, str], dict] = {}
 
@@ -649,6 +652,7 @@ class MergeAndRealignTrainer:
                 "seen": list(self.run.order[:index]) if self.method.type != "experts" else [modality],
                 "checkpoint": checkpoint.path.name,
                 "scores": scores,
+                "benchmark_hash": self.ws.data.benchmark_hash,
             }
             (tmp / "stage.json").write_text(json.dumps(info, indent=2))
             self.on_stage_saved(tmp, info)
