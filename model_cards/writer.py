@@ -125,7 +125,7 @@ def _scores_section(history: list[dict], experts: dict) -> str:
         row += [_fmt(gains["backward"], 1) if stage["stage"] > 1 else "–", _fmt(gains["forward"], 1)]
         lines.append("| " + " | ".join(row) + " |")
     note = (
-        "Scores are on the test split of each modality seen so far (CIDEr for captions, accuracy for QA). "
+        "Scores are on the test split of each modality seen so far (captioning: CIDEr; QA: accuracy). "
         "Relative Gain (RG) is the score in % of the individually trained expert's; Backward RG averages "
         "the earlier modalities (forgetting), Forward RG is the new one (plasticity)."
     )
