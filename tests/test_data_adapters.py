@@ -15,9 +15,12 @@ from hf_mera.data.adapters import (
     PAPER_DATASETS,
     AdapterConfig,
     DatasetAdapter,
+    adapter_config,
+    check_paper_configs,
     get_dataset_adapter,
     load_paper_dataset,
     load_paper_modality,
+    paper_metrics,
     register_dataset_adapter,
 )
 from hf_mera.data.format import validate_sample
@@ -67,6 +70,46 @@ def test_registry_covers_the_papers_eight_datasets():
         AdapterConfig(data_dir=".", on_bad_item="ignore")
     with pytest.raises(ValueError, match="test_size"):
         AdapterConfig(data_dir=".", test_size=0)
+
+
+def test_one_location_key_and_config_errors_name_the_field():
+    assert adapter_config("mscoco", {"data_dir": "/data/coco"}).data_dir == "/data/coco"
+    for alias in ("root", "path"):
+        with pytest.raises(
+            ValueError, match=rf"data\.paper\.mscoco\.{alias}: .*rename '{alias}' to 'data_dir'"
+        ):
+            adapter_config("mscoco", {alias: "/data/coco"})
+    with pytest.raises(ValueError, match=r"data\.paper\.cap3d\.train_sise: unknown field; known: data_dir"):
+        adapter_config("cap3d", {"data_dir": "x", "train_sise": 5})
+    with pytest.raises(ValueError, match=r"data\.paper\.cap3d\.data_dir: missing"):
+        adapter_config("cap3d", {"train_size": 5})
+    with pytest.raises(
+        ValueError, match=r"data\.paper\.cap3d: AdapterConfig\.train_size must be a positive int"
+    ):
+        adapter_config("cap3d", {"data_dir": "x", "train_size": 0})
+    with pytest.raises(ValueError, match="known: audiocaps"):
+        check_paper_configs({"coco": {"data_dir": "x"}})
+    check_paper_configs({"okvqa": {"data_dir": "x", "metric": "accuracy"}})
+
+
+def test_each_adapter_says_how_its_test_split_is_scored():
+    assert {n: get_dataset_adapter(n).default_metric() for n in ADAPTER_REGISTRY} == {
+        "mscoco": "cider",
+        "msvd": "cider",
+        "audiocaps": "cider",
+        "cap3d": "cider",
+        "okvqa": "vqa_accuracy",  # ten annotator answers a question
+        "msvd_qa": "accuracy",  # the run's QA judge
+        "clotho_aqa": "accuracy",
+        "cap3d_qa": "accuracy",
+    }
+    assert paper_metrics("image") == {"caption": "cider", "qa": "vqa_accuracy"}
+    assert paper_metrics("image", {"okvqa": {"data_dir": "x", "metric": "accuracy"}})["qa"] == "accuracy"
+    assert (
+        get_dataset_adapter("okvqa")(AdapterConfig(data_dir=".", metric="accuracy")).test_metric == "accuracy"
+    )
+    with pytest.raises(ValueError, match="metric must be one of cider, accuracy, vqa_accuracy"):
+        AdapterConfig(data_dir=".", metric="bleu")
 
 
 # ---- image ---------------------------------------------------------------------------------
@@ -153,8 +196,10 @@ def test_load_paper_modality_gives_both_tasks_by_split(tmp_path):
     assert set(splits) == {"train", "test"} and set(splits["train"]) == {"caption", "qa"}
     assert len(splits["train"]["caption"]) == 2 and len(splits["test"]["qa"]) == 1
     assert set(splits["test"]["qa"]["task"]) == {"qa"}
-    with pytest.raises(ValueError, match="'okvqa'"):
+    with pytest.raises(ValueError, match=r"data\.paper\.okvqa: missing"):
         load_paper_modality("image", {"mscoco": configs["mscoco"]})
+    with pytest.raises(ValueError, match=r"data\.paper\.okvqa\.root: .*'data_dir'"):
+        load_paper_modality("image", {**configs, "okvqa": {"root": str(tmp_path / "okvqa")}})
     with pytest.raises(ValueError, match="media file not found"):
         load_paper_modality("image", configs, on_bad_item="raise")
 

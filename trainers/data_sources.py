@@ -28,6 +28,8 @@ class DataSource:
     cross_modal: Dataset | None = None
     texts: list[str] | None = None
     description: dict[str, Any] | None = None
+    # modality -> task -> metric of its test set where a dataset chose one (OK-VQA: "vqa_accuracy").
+    metrics: dict[str, dict[str, str]] | None = None
 
     def train(self, modality: str, tasks: tuple[str, ...] = TASKS) -> Dataset:
         self._check(modality)
@@ -39,6 +41,10 @@ class DataSource:
     def test(self, modality: str) -> dict[str, Dataset]:
         self._check(modality)
         return self.test_sets[modality]
+
+    def metric(self, modality: str, task: str) -> str | None:
+        """The metric of `modality`'s `task` test set; None: the task's default (`TASK_METRICS`)."""
+        return (self.metrics or {}).get(modality, {}).get(task)
 
     @property
     def benchmark_hash(self) -> str:
@@ -93,7 +99,7 @@ def _embedded(section: DataSection, modalities: list[str], seed: int) -> DataSou
 
 @register_data_source("paper")
 def _paper(section: DataSection, modalities: list[str], seed: int) -> DataSource:
-    from hf_mera.data.adapters import load_paper_modality
+    from hf_mera.data.adapters import load_paper_modality, paper_metrics
 
     train, test = {}, {}
     for modality in modalities:
@@ -101,7 +107,12 @@ def _paper(section: DataSection, modalities: list[str], seed: int) -> DataSource
         train[modality] = splits["train"]
         test[modality] = splits["test"]
     return DataSource(
-        train, test, None, None, {"source": "paper", "benchmark_hash": samples_hash(train, test)}
+        train,
+        test,
+        None,
+        None,
+        {"source": "paper", "benchmark_hash": samples_hash(train, test)},
+        metrics={m: paper_metrics(m, section.paper) for m in modalities},
     )
 
 

@@ -232,7 +232,7 @@ class Workspace:
             for modality in modalities:
                 self.ensure_features(model, processor, modality)
                 scores[modality] = {
-                    task: self._score(model, processor, ds, task)
+                    task: self._score(model, processor, ds, task, self.data.metric(modality, task))
                     for task, ds in self.data.test(modality).items()
                 }
             tmp = result_file.with_suffix(".tmp")
@@ -241,7 +241,7 @@ class Workspace:
         self.barrier()
         return json.loads(result_file.read_text())
 
-    def _score(self, model, processor, dataset, task: str) -> float:
+    def _score(self, model, processor, dataset, task: str, metric: str | None = None) -> float:
         from hf_mera.evaluation import evaluate_task
 
         ev = self.run.evaluation
@@ -257,6 +257,7 @@ class Workspace:
             max_new_tokens=ev.max_new_tokens,
             progress=self.progress,
             feature_lookup=self.feature_lookup if self.run.data.feature_cache else None,
+            metric=metric,
         )
         return result.score
 

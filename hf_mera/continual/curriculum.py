@@ -69,7 +69,11 @@ class DataSection:
         metadata={"help": "EmbeddedSizes fields (sizes per split) for the embedded benchmark."},
     )
     paper: dict[str, dict[str, Any]] = field(
-        default_factory=dict, metadata={"help": "Per paper dataset: adapter arguments (root folders ...)."}
+        default_factory=dict,
+        metadata={
+            "help": "Per paper dataset (mscoco, okvqa, ...): AdapterConfig fields, at least data_dir "
+            "(its folder); also test_size, train_size, metric ..."
+        },
     )
     root: str | None = field(default=None, metadata={"help": "Where the embedded benchmark is generated."})
     feature_cache: bool = field(
@@ -81,6 +85,14 @@ class DataSection:
     on_bad_item: str = field(
         default="raise", metadata={"help": "'raise' or 'skip' on a missing/corrupt media file."}
     )
+
+    def __post_init__(self):
+        if self.paper:
+            # Checked when the YAML is read, so a misnamed key (`root` for `data_dir`) fails before any
+            # training rather than when the paper's data are first loaded.
+            from hf_mera.data.adapters import check_paper_configs
+
+            check_paper_configs(self.paper, where="data.paper")
 
 
 @dataclass

@@ -14,6 +14,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -35,6 +36,11 @@ CAPTION_PROMPTS = {
 }
 # LLaVA's instruction for short-answer VQA.
 QA_INSTRUCTION = "Answer the question using a single word or phrase."
+# How a test split is scored (`hf_mera.evaluation.TASK_METRICS` holds each task's default).
+METRICS = ("cider", "accuracy", "vqa_accuracy")
+# The one key that says where a dataset lives; `root` (the name older configs used) is refused by
+# name so that such a config fails before any training rather than being silently misread.
+LOCATION_FIELD = "data_dir"
 
 
 @dataclass
@@ -78,9 +84,20 @@ class AdapterConfig:
     max_caption_chars: int | None = field(
         default=100, metadata={"help": "Cap3D only: drop captions longer than this (the paper's filter)."}
     )
+    metric: str | None = field(
+        default=None,
+        metadata={
+            "help": "How the test split is scored: 'cider', 'accuracy' (the QA judge accepts any reference) "
+            "or 'vqa_accuracy' (VQA accuracy over annotator answers); None = the adapter's own choice."
+        },
+    )
 
     def __post_init__(self) -> None:
         OnBadItem.parse(self.on_bad_item)
+        if self.metric is not None and self.metric not in METRICS:
+            raise ValueError(
+                f"AdapterConfig.metric must be one of {', '.join(METRICS)} or None, got {self.metric!r}."
+            )
         for name in ("test_size", "train_size"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value <= 0):
@@ -111,10 +128,23 @@ class DatasetAdapter(ABC):
     task: ClassVar[str]
     default_files: ClassVar[dict[str, str]] = {}
     default_media_dir: ClassVar[str] = ""
+    # How the test split is scored when `AdapterConfig.metric` is None: captions by CIDEr, QA by the
+    # run's judge (the paper's GPT-4o mini, or exact match offline); datasets with ten annotator
+    # answers per question override it with "vqa_accuracy".
+    metric: ClassVar[str | None] = None
+
+    @classmethod
+    def default_metric(cls) -> str:
+        return cls.metric or ("cider" if cls.task == "caption" else "accuracy")
 
     def __init__(self, config: AdapterConfig) -> None:
         self.config = config
         self.data_dir = Path(config.data_dir)
+
+    @property
+    def test_metric(self) -> str:
+        """The metric of the test split: `AdapterConfig.metric`, else the adapter's own choice."""
+        return self.config.metric or self.default_metric()
 
     # ---- what each adapter implements -------------------------------------------------------
     @abstractmethod
@@ -260,6 +290,41 @@ def get_dataset_adapter(name: str) -> type[DatasetAdapter]:
     return ADAPTER_REGISTRY[name]
 
 
+def adapter_config(name: str, fields: Mapping[str, Any], where: str = "data.paper") -> AdapterConfig:
+    """`AdapterConfig` of dataset `name` from a config mapping (a YAML section), checked by name.
+
+    ValueError names `<where>.<name>.<field>` for an unknown dataset, a missing `data_dir`, `root`
+    (say `data_dir`) or any other unknown field, listing the accepted ones.
+    """
+    get_dataset_adapter(name)  # an unknown dataset name fails here, listing the known ones
+    if not isinstance(fields, Mapping):
+        raise ValueError(f"{where}.{name} must map AdapterConfig fields to values, got {fields!r}.")
+    known = [f.name for f in dataclass_fields(AdapterConfig)]
+    for key in fields:
+        if key in known:
+            continue
+        if key in ("root", "path", "dir", "folder"):
+            raise ValueError(
+                f"{where}.{name}.{key}: the dataset's folder is given as '{LOCATION_FIELD}' "
+                f"(rename '{key}' to '{LOCATION_FIELD}')."
+            )
+        raise ValueError(f"{where}.{name}.{key}: unknown field; known: {', '.join(known)}.")
+    if LOCATION_FIELD not in fields or not fields[LOCATION_FIELD]:
+        raise ValueError(f"{where}.{name}.{LOCATION_FIELD}: missing; set it to the dataset's folder.")
+    try:
+        return AdapterConfig(**fields)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{where}.{name}: {error}") from None
+
+
+def check_paper_configs(configs: Mapping[str, Mapping[str, Any]], where: str = "data.paper") -> None:
+    """Checks every dataset section of a run's `data.paper` (see `adapter_config`) before any loading."""
+    if not isinstance(configs, Mapping):
+        raise ValueError(f"{where} must map dataset names to their settings, got {configs!r}.")
+    for name, fields in configs.items():
+        adapter_config(name, fields, where)
+
+
 def load_paper_dataset(name: str, data_dir: str | Path, **config: Any) -> DatasetDict:
     """Reads dataset `name` (e.g. "mscoco") from `data_dir`; `config` are `AdapterConfig` fields."""
     adapter = get_dataset_adapter(name)(AdapterConfig(data_dir=str(data_dir), **config))
@@ -289,14 +354,27 @@ def load_paper_modality(
         raise ValueError(f"No paper datasets for modality {modality!r}; known: {', '.join(PAPER_DATASETS)}.")
     splits: dict[str, dict[str, Dataset]] = {split: {} for split in ADAPTER_SPLITS}
     for name in PAPER_DATASETS[modality]:
-        if name not in configs or "data_dir" not in configs[name]:
+        if name not in configs:
             raise ValueError(
-                f"The paper's {modality} data needs a config with 'data_dir' for dataset {name!r} "
-                f"(got configs for: {', '.join(configs) or 'none'})."
+                f"data.paper.{name}: missing; the paper's {modality} data needs it with "
+                f"'{LOCATION_FIELD}' (got configs for: {', '.join(configs) or 'none'})."
             )
-        config = {"seed": seed, "on_bad_item": OnBadItem.parse(on_bad_item).value, **configs[name]}
+        fields = {"seed": seed, "on_bad_item": OnBadItem.parse(on_bad_item).value, **configs[name]}
         adapter = get_dataset_adapter(name)
-        data = adapter(AdapterConfig(**config)).load()
+        data = adapter(adapter_config(name, fields)).load()
         for split in ADAPTER_SPLITS:
             splits[split][adapter.task] = data[split]
     return splits
+
+
+def paper_metrics(modality: str, configs: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, str]:
+    """{task: metric} of the paper's test sets of `modality`: each adapter's choice, or the
+    `metric` its config sets (e.g. {"caption": "cider", "qa": "vqa_accuracy"} for images)."""
+    from . import PAPER_DATASETS
+
+    configs = configs or {}
+    metrics = {}
+    for name in PAPER_DATASETS[modality]:
+        adapter = get_dataset_adapter(name)
+        metrics[adapter.task] = (configs.get(name) or {}).get("metric") or adapter.default_metric()
+    return metrics

@@ -49,4 +49,9 @@ class Cap3DAdapter(DatasetAdapter):
             return test
         held_out = {record.key for record, _ in test}
         rest = [(record, path) for record, path in kept if record.key not in held_out]
+        if kept and not rest and self.config.test_size is not None:  # None: all of it is the test set
+            raise ValueError(
+                f"{self.name}: test_size {self.config.test_size} holds out all {len(kept)} captions of "
+                f"{self.data_dir}; nothing is left to train on (lower test_size)."
+            )
         return subsample(rest, self.config.train_size, self.config.seed, self.name, "train")

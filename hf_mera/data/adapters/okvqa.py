@@ -9,8 +9,11 @@ Files (as distributed at okvqa.allenai.org, VQA-v2 format), under `data_dir`::
 Questions: `{"questions": [{"image_id", "question", "question_id"}]}`; annotations:
 `{"annotations": [{"question_id", "answers": [{"answer", ...} x 10]}]}`. The target is the most
 frequent of the 10 annotators' answers (ties: the first given); `references` keeps all 10 in
-annotator order, duplicates included, as VQA accuracy counts them. With `media_dir` set, images
-are looked up in `media_dir` for both splits.
+annotator order, duplicates included, as VQA accuracy counts them. The test split is scored with
+VQA accuracy (`hf_mera.evaluation.vqa_accuracy`, the metric OK-VQA is published with), not the run's
+QA judge; `AdapterConfig.metric="accuracy"` judges it like the other QA sets (the paper judged
+every QA set with GPT-4o mini). With `media_dir` set, images are looked up in `media_dir` for both
+splits.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ _COCO = {
 class OKVQAAdapter(DatasetAdapter):
     modality = "image"
     task = "qa"
+    metric = "vqa_accuracy"
     default_files = {
         "train_questions": "OpenEnded_mscoco_train2014_questions.json",
         "train_annotations": "mscoco_train2014_annotations.json",

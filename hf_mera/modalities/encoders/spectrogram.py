@@ -83,23 +83,29 @@ class SpectrogramEncoder(ModalityEncoder):
         self.hidden_size = config["hidden_size"]
         with seeded(int(config["seed"])):
             self.proj = nn.Linear(2 * config["n_mels"], self.hidden_size, bias=False)
-            nn.init.orthogonal_(self.proj.weight)
+            # In float32, then copied: QR has no bf16 CPU kernel, and `from_pretrained(dtype=bfloat16)`
+            # builds modules under that default dtype. Same random draws as initialising in place.
+            weight = nn.init.orthogonal_(torch.empty(self.proj.weight.shape, dtype=torch.float32))
+            with torch.no_grad():
+                self.proj.weight.copy_(weight)
 
     def log_mel(self, waveform: torch.Tensor) -> torch.Tensor:
         """`[n, samples]` → log-mel `[n, n_mels, frames]` in [0, ~1]: 0 is silence (-80 dB), a full-scale
         tone's bin is about 0.85. Silence at 0 keeps padded clips from sharing a large common component."""
+        # The STFT runs in float32 even in a half-precision model (whose buffers are then half too).
+        window = self.window.float()
         spec = torch.stft(
-            waveform,
+            waveform.float(),
             n_fft=self.n_fft,
             hop_length=self.hop_length,
             win_length=self.win_length,
-            window=self.window,
+            window=window,
             center=True,
             pad_mode="constant",
             return_complex=True,
         )
-        power = spec.abs() ** 2 / self.window.sum() ** 2  # a full-scale sine peaks near 0.25
-        mel = torch.einsum("fm,nft->nmt", self.mel_filters, power)
+        power = spec.abs() ** 2 / window.sum() ** 2  # a full-scale sine peaks near 0.25
+        mel = torch.einsum("fm,nft->nmt", self.mel_filters.float(), power)
         return torch.log10(mel.clamp_min(_LOG_FLOOR) / _LOG_FLOOR) / 8.0
 
     def forward(self, values: torch.Tensor) -> torch.Tensor:
