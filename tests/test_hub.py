@@ -295,3 +295,41 @@ def test_pushed_checkpoint_loads_from_the_hub_cache_offline_without_remote_code(
         with torch.no_grad():
             expected = model(**inputs).logits[0, -1]
         torch.testing.assert_close(torch.tensor(loaded[revision]["logits"]), expected)
+
+
+@pytest.mark.slow
+def test_a_real_run_writes_cards_and_pushes_every_stage(tmp_path, monkeypatch):
+    """The trainer's own save_stage: card in every stage folder, each stage pushed once published."""
+    from huggingface_hub import ModelCard
+
+    from trainers.runner import run_curriculum
+
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    recorder = Recorder(monkeypatch)
+    sizes = (
+        "{caption_train: 16, qa_train: 16, caption_test: 4, qa_test: 4, cross_test: 4, speech_fraction: 0.0}"
+    )
+    overrides = [
+        "--output_dir", str(tmp_path / "out"), "--order", "[image, point_cloud]",
+        "--data.root", str(tmp_path / "bench"), "--data.embedded", sizes,
+        "--model.backbone.hidden_size", "32", "--model.backbone.num_layers", "1",
+        "--model.backbone.text_pretrain_steps", "2",
+        "--training.connector_pretrain.max_steps", "1", "--training.instruction_tuning.max_steps", "1",
+        "--training.realign.max_steps", "1", "--evaluation.max_new_tokens", "2",
+        "--evaluation.cross_modal", "false",
+        "--methods", "[{name: MERA, type: mera}]", "--push_to_hub.repo_id", "org/run",
+    ]  # fmt: skip
+    run_curriculum(load_run_config("quickstart", overrides), progress=False)
+    stages = [tmp_path / "out" / "mera" / name for name in ("stage-1-image", "stage-2-point_cloud")]
+    for stage in stages:
+        assert ModelCard.load(stage / "README.md").data.library_name == "hf_mera"
+    uploads = recorder.uploads()
+    assert [(Path(u["folder_path"]), u["revision"]) for u in uploads] == [
+        (stages[0], "stage-1-image"),
+        (stages[1], "stage-2-point_cloud"),
+        (stages[1], "main"),
+    ]
+    assert all("README.md" in u["files"] and "model.safetensors" in u["files"] for u in uploads)
+    for path in (tmp_path / "out").rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
