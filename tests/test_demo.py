@@ -4,12 +4,26 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from demo.app import ChatBackend, DemoSettings, find_quickstart_checkpoint, load_checkpoint, main, parse_args
+# The demo is an app in the repository, not part of the installed package: import it from there
+# whatever the working directory (plain `pytest` puts only tests/ on the path).
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from demo.app import (  # noqa: E402
+    ChatBackend,
+    DemoSettings,
+    find_quickstart_checkpoint,
+    load_checkpoint,
+    main,
+    parse_args,
+)
 
 
 def save_tiny_checkpoint(folder: Path, tokenizer, modalities=("image", "point_cloud")) -> Path:
