@@ -221,7 +221,10 @@ class Workspace:
     def evaluate(self, checkpoint: Checkpoint, modalities: list[str], model=None, processor=None) -> dict:
         """Scores of `checkpoint` on the test sets of `modalities` (cached beside the checkpoint)."""
         ev = self.run.evaluation
-        eval_key = phase_key(checkpoint.key, {"evaluate": modalities, **asdict(ev)})
+        spec = {"evaluate": modalities, **asdict(ev)}
+        if self.data.metrics:  # a dataset's own metric (OK-VQA: VQA accuracy) is part of what a score means
+            spec["metrics"] = {m: self.data.metrics.get(m) for m in modalities}
+        eval_key = phase_key(checkpoint.key, spec)
         result_file = checkpoint.path / f"eval-{eval_key}.json"
         if result_file.is_file():
             return json.loads(result_file.read_text())
