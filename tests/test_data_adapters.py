@@ -110,6 +110,10 @@ def test_each_adapter_says_how_its_test_split_is_scored():
     )
     with pytest.raises(ValueError, match="metric must be one of cider, accuracy, vqa_accuracy"):
         AdapterConfig(data_dir=".", metric="bleu")
+    from hf_mera.data.adapters import METRICS
+    from hf_mera.evaluation import METRICS as EVALUATION_METRICS
+
+    assert METRICS == EVALUATION_METRICS  # what an adapter may name is what evaluation can compute
 
 
 # ---- image ---------------------------------------------------------------------------------
