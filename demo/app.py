@@ -293,9 +293,12 @@ def build_demo(backend: ChatBackend):
     import gradio as gr
 
     def respond(message, history):
-        # A message without a point cloud leaves the viewer showing the last one.
+        # The viewer gets each point cloud once: sending it again with every streamed piece makes
+        # the browser restart loading it and never draw it. A message without one leaves the last.
+        shown = None
         for answer, view in backend.respond(message, history):
-            yield answer, view if view is not None else gr.skip()
+            yield answer, view if view is not None and view != shown else gr.skip()
+            shown = view
 
     with gr.Blocks(title="hf_mera any-modality chat") as demo:
         gr.Markdown("# hf_mera any-modality chat")

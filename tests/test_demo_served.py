@@ -146,6 +146,8 @@ def test_browser_image_and_point_cloud_then_a_corrupt_upload(
             expect(page.get_by_test_id("model3d-download-link")).to_have_attribute(
                 "href", re.compile(r"\.glb$")
             )
+            expect(page.locator("#point-cloud-view canvas")).to_have_count(1)  # drawn, not only held
+            page.wait_for_timeout(1500)  # let the viewer finish its first frame for the screenshot
             page.screenshot(path=str(artifacts / "02-image-and-point-cloud-answered.png"), full_page=True)
 
             box.locator("input[type=file]").set_input_files([str(broken)])
