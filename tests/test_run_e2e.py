@@ -130,6 +130,9 @@ def test_merge_equals_hand_computed(data_root, tmp_path, lora):
     assert info["seen"] == ["image", "audio"] and set(info["scores"]) == {"image", "audio"}
     manifest = json.loads((data_root / "manifest.json").read_text())
     assert info["benchmark_hash"] == manifest["content_hash"]
+    # The data is part of every phase key: all phases descend from a backbone keyed by the hash.
+    (backbone_dir,) = checkpoints(out, "backbone")
+    assert phase(backbone_dir)["description"]["benchmark_hash"] == manifest["content_hash"]
     assert torch.equal(
         load_state(stage)["model.connectors.audio.linear_1.weight"],
         realigned["model.connectors.audio.linear_1.weight"],

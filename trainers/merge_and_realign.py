@@ -322,7 +322,14 @@ class Workspace:
     def backbone(self) -> Checkpoint:
         """The starting model: the LLM with no modality (the tiny Llama after text pre-training)."""
         cfg = self.run.model.backbone
-        description = {"phase": "backbone", **asdict(cfg), "seed": self.run.seed}
+        # Every phase descends from this one, so its key naming the data means that a run on another
+        # benchmark (or another version of it) never reuses a phase trained on this one.
+        description = {
+            "phase": "backbone",
+            **asdict(cfg),
+            "seed": self.run.seed,
+            "benchmark_hash": self.data.benchmark_hash,
+        }
         if cfg.type == "tiny_llama":
             description["texts"] = phase_key("texts", {"texts": self.data.texts or []})
         return self.run_phase("backbone", None, description, lambda m, p, tmp: self._build_backbone())
