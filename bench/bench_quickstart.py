@@ -12,12 +12,14 @@ quickstart's time as a ratio to it as well as in seconds, plus the phase breakdo
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -71,8 +73,14 @@ def main() -> int:
             print(log[-5000:])
             return proc.returncode
         report = (Path(tmp) / "out" / "report.md").read_text()
+        benchmark_hash = json.loads((Path(tmp) / "out" / "results.json").read_text())["benchmark_hash"]
         efficiency = report[report.find("## Efficiency") :] if "## Efficiency" in report else ""
     print(" ".join(command))
+    print(f"benchmark content hash: {benchmark_hash}")
+    print(
+        "versions: "
+        + ", ".join(f"{p} {version(p)}" for p in ("torch", "transformers", "trl", "peft", "accelerate"))
+    )
     print(
         f"quickstart wall time: {seconds:.0f} s ({seconds / 60:.1f} min; budget {BUDGET_SECONDS / 60:.0f} min)"
     )
