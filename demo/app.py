@@ -107,6 +107,23 @@ def points_as_spheres(points, max_points: int = 2048):
     return mesh
 
 
+def learned_order(checkpoint: str) -> list[str]:
+    """The modalities in the order the curriculum taught them, from the stage's `stage.json` (a
+    published stage folder, local or on the hub); [] when there is none."""
+    import json
+
+    name, _, revision = checkpoint.partition("@")
+    path = Path(name) / "stage.json"
+    try:
+        if not Path(name).is_dir():
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(name, "stage.json", revision=revision or None))
+        return list(json.loads(path.read_text()).get("seen", []))
+    except Exception:  # no stage.json (a plain checkpoint), offline, or unreadable: order unknown
+        return []
+
+
 def _pretty(modality: str) -> str:
     return modality.replace("_", " ")
 
@@ -122,7 +139,10 @@ class ChatBackend:
         self.settings = settings
         self.checkpoint = checkpoint
         # The order the modalities were learned in (the config keeps insertion order).
-        self.known = [m for m in model.config.modalities if m in processor.modalities]
+        known = [m for m in model.config.modalities if m in processor.modalities]
+        # config.json stores modalities sorted by name; the stage's stage.json knows the real order.
+        self.order = [m for m in learned_order(checkpoint) if m in known]
+        self.known = self.order + [m for m in known if m not in self.order]
         self.extensions = {name: spec.file_extensions for name, spec in MODALITY_REGISTRY.items()}
         self.scratch = Path(tempfile.mkdtemp(prefix="hf_mera_demo_"))
 
@@ -131,7 +151,8 @@ class ChatBackend:
         unknown = [m for m in self.extensions if m not in self.known]
         lines = [
             f"**Checkpoint:** `{self.checkpoint}`",
-            f"**Knows (in the order learned):** {', '.join(_pretty(m) for m in self.known)}, and text.",
+            f"**Knows{' (in the order learned)' if self.order == self.known else ''}:** "
+            f"{', '.join(_pretty(m) for m in self.known)}, and text.",
         ]
         if unknown:
             lines.append(f"**Not learned:** {', '.join(_pretty(m) for m in unknown)}.")

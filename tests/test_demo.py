@@ -26,20 +26,26 @@ from demo.app import (  # noqa: E402
 )
 
 
-def save_tiny_checkpoint(folder: Path, tokenizer, modalities=("image", "point_cloud")) -> Path:
-    """A tiny random checkpoint as a stage folder; it always says a few words (min_new_tokens)."""
+def save_tiny_checkpoint(folder: Path, tokenizer, modalities=("image", "point_cloud"), order=None) -> Path:
+    """A tiny random checkpoint; it always says a few words (min_new_tokens). With `order`, a
+    published stage folder: its stage.json says in which order the modalities were learned."""
     from conftest import make_tiny_model
 
     model, processor = make_tiny_model(tokenizer, modalities=modalities)
     model.generation_config.min_new_tokens = 3
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
+    if order:
+        (folder / "stage.json").write_text(json.dumps({"seen": list(order)}))
     return folder
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, tiny_tokenizer):
-    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt"), tiny_tokenizer)
+    # Point clouds learned first: the header must follow stage.json, not config.json's sorted keys.
+    return save_tiny_checkpoint(
+        tmp_path_factory.mktemp("ckpt"), tiny_tokenizer, order=["point_cloud", "image"]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +56,7 @@ def backend(checkpoint):
 
 def test_header_names_the_learned_modalities_in_order(backend):
     header = backend.header()
-    assert "image, point cloud, and text" in header
+    assert "**Knows (in the order learned):** point cloud, image, and text" in header
     assert "**Not learned:** audio, video." in header
 
 
@@ -163,3 +169,27 @@ def test_binds_loopback_unless_told_otherwise():
         9000,
         2.5,
     )
+
+
+def test_all_four_modalities_and_meshes_in_one_message(tmp_path, tiny_tokenizer, media_files):
+    import trimesh
+
+    folder = save_tiny_checkpoint(
+        tmp_path / "all", tiny_tokenizer, ("image", "video", "audio", "point_cloud")
+    )
+    model, processor = load_checkpoint(str(folder))
+    backend = ChatBackend(model, processor, DemoSettings(max_new_tokens=4), str(folder))
+    # Without stage.json the order is unknown (config.json sorts the modalities by name).
+    assert "**Knows:** audio, image, point cloud, video, and text" in backend.header()
+    (folder / "stage.json").write_text(json.dumps({"seen": ["image", "video", "audio", "point_cloud"]}))
+    backend = ChatBackend(model, processor, DemoSettings(max_new_tokens=4), str(folder))
+    assert "**Knows (in the order learned):** image, video, audio, point cloud, and text" in backend.header()
+    assert "Not learned" not in backend.header()
+    meshes = []
+    for suffix in (".obj", ".ply", ".glb"):
+        meshes.append(str(tmp_path / f"box{suffix}"))
+        trimesh.creation.box().export(meshes[-1])
+    files = [media_files[k] for k in ("image0", "video0", "audio0", "point_cloud0")] + meshes
+    answer, view = list(backend.respond({"text": "describe the input .", "files": files}, []))[-1]
+    assert answer.strip() and not answer.startswith(("Cannot", "I can't", "Something", "This checkpoint"))
+    assert view == meshes[-1]  # a mesh is shown as it is; the last point cloud of the message wins

@@ -43,7 +43,9 @@ def free_port() -> int:
 def checkpoint(tmp_path_factory, tiny_tokenizer):
     from test_demo import save_tiny_checkpoint
 
-    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt"), tiny_tokenizer)
+    return save_tiny_checkpoint(
+        tmp_path_factory.mktemp("ckpt"), tiny_tokenizer, order=["image", "point_cloud"]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +131,9 @@ def test_browser_image_and_point_cloud_then_a_corrupt_upload(
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.set_default_timeout(60_000)
             page.goto(url)
-            expect(page.locator("#modalities")).to_contain_text("image, point cloud, and text")
+            expect(page.locator("#modalities")).to_contain_text(
+                "Knows (in the order learned): image, point cloud, and text"
+            )
             expect(page.locator("#modalities")).to_contain_text("Not learned: audio, video.")
             page.screenshot(path=str(artifacts / "01-loaded.png"), full_page=True)
 
