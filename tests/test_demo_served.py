@@ -207,4 +207,5 @@ def test_twenty_concurrent_chats_all_answered(server, reference, media_files):
     # None lost, none mixed up: each request got exactly the answer its own question produces.
     assert [r[0] for r in results] == expected
     assert all(r[1] >= 2 for r in results)  # streamed, not returned in one piece
-    assert wall < DEADLINE_S
+    # Bounded in time by the timeouts above (each result and the pool raise past DEADLINE_S); the
+    # figures are printed, not asserted: speed belongs in bench/.

@@ -11,12 +11,10 @@ from __future__ import annotations
 import pytest
 import torch
 from datasets import Dataset
-from torch import nn
+from test_trainers import MODALITIES, build_model, feature_lookup, rows
 from transformers import TrainerCallback
 
-from hf_mera import AnyModalityLlava, ModalityConfig
 from hf_mera.data.collator import MultimodalCollator
-from hf_mera.models.tiny_lm import build_tiny_llama, build_word_level_tokenizer
 from trainers import (
     ConnectorPretrainConfig,
     ConnectorPretrainTrainer,
@@ -27,63 +25,14 @@ from trainers import (
 )
 from trainers._common import half_dtype, match_mixed_precision
 
-MODALITIES = ("image", "audio")
-TOKENS, FEATURE_DIM = 4, 8
-WORDS = ["a red circle", "a blue square", "what colour is it ?", "red", "blue", "describe it ."]
-
-
-class TinyEncoder(nn.Module):
-    hidden_size, num_tokens = FEATURE_DIM, TOKENS
-
-    def __init__(self):
-        super().__init__()
-        self.proj = nn.Linear(FEATURE_DIM, FEATURE_DIM)
-
-    def forward(self, values: torch.Tensor) -> torch.Tensor:
-        return self.proj(values)
-
 
 def bf16_model():
-    tokenizer = build_word_level_tokenizer(WORDS)
-    llm = build_tiny_llama(tokenizer, hidden_size=32, num_layers=2, num_heads=4, seed=0)
-    model, processor = AnyModalityLlava.from_pretrained_components(llm, [], tokenizer=tokenizer)
-    torch.manual_seed(1)
-    for name in MODALITIES:
-        model.add_modality(ModalityConfig(name=name), encoder=TinyEncoder(), processor=processor)
+    model, processor = build_model()
     return model.to(torch.bfloat16), processor  # as a checkpoint loaded with dtype=bfloat16
 
 
-def rows() -> list[dict]:
-    out = []
-    for m in MODALITIES:
-        for k, (prompt, answer) in enumerate(
-            [("describe it .", "a red circle"), ("what colour is it ?", "blue")] * 2
-        ):
-            out.append(
-                {
-                    "id": f"{m}-{k}",
-                    "modality": m,
-                    "task": "caption" if k % 2 == 0 else "qa",
-                    "media": [{"modality": m, "path": f"{m}-{k}"}],
-                    "messages": [
-                        {"role": "user", "content": f"<{m}>\n{prompt}"},
-                        {"role": "assistant", "content": answer},
-                    ],
-                    "references": [answer],
-                    "question": "" if k % 2 == 0 else prompt,
-                }
-            )
-    return out
-
-
-FEATURES = {
-    row["id"]: torch.randn(1, TOKENS, FEATURE_DIM, generator=torch.Generator().manual_seed(i))
-    for i, row in enumerate(rows())
-}
-
-
-def feature_lookup(row: dict) -> dict[str, torch.Tensor]:
-    return {item["modality"]: FEATURES[item["path"]] for item in row["media"]}
+def all_rows() -> list[dict]:
+    return [row for modality in MODALITIES for row in rows(modality)]
 
 
 class GradientMasks(TrainerCallback):
@@ -116,7 +65,7 @@ def one_step_args(config_class, tmp_path, **overrides):
 
 def build(phase: str, model, processor, tmp_path):
     common = dict(
-        train_dataset=Dataset.from_list(rows()),
+        train_dataset=Dataset.from_list(all_rows()),
         processing_class=processor,
         data_collator=MultimodalCollator(processor, feature_lookup=feature_lookup),
     )
