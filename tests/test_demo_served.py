@@ -150,8 +150,10 @@ def test_browser_image_and_point_cloud_then_a_corrupt_upload(
             expect(page.get_by_test_id("model3d-download-link")).to_have_attribute(
                 "href", re.compile(r"\.glb$")
             )
-            expect(page.locator("#point-cloud-view canvas")).to_have_count(1)  # drawn, not only held
-            page.wait_for_timeout(1500)  # let the viewer finish its first frame for the screenshot
+            viewer = page.locator("#point-cloud-view canvas")
+            expect(viewer).to_have_count(1)
+            assert drawn(viewer), "the 3D viewer never drew the point cloud"  # drawn, not only held
+            page.wait_for_timeout(1500)  # the answer's last update settles before the next message
             page.screenshot(path=str(artifacts / "02-image-and-point-cloud-answered.png"), full_page=True)
 
             box.locator("input[type=file]").set_input_files([str(broken)])
@@ -170,6 +172,25 @@ def test_browser_image_and_point_cloud_then_a_corrupt_upload(
             browser.close()
     for name in ("01-loaded.png", "02-image-and-point-cloud-answered.png", "03-corrupt-upload-message.png"):
         assert (artifacts / name).stat().st_size > 10_000
+
+
+def drawn(canvas, deadline_s: float = 60.0) -> bool:
+    """Whether `canvas` shows the point cloud (at least 200 saturated pixels: the coloured spheres;
+    the viewer's own label and icons are grey), polling its screenshot until `deadline_s`. The
+    viewer's first frame comes a while after its canvas exists, later on a busy machine, so a fixed
+    wait would screenshot an empty viewer."""
+    from io import BytesIO
+
+    import numpy as np
+    from PIL import Image
+
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        pixels = np.asarray(Image.open(BytesIO(canvas.screenshot())).convert("RGB"), dtype=np.int16)
+        if int(((pixels.max(axis=-1) - pixels.min(axis=-1)) > 60).sum()) >= 200:
+            return True
+        time.sleep(0.25)
+    return False
 
 
 REQUESTS = 20
