@@ -90,19 +90,26 @@ def expert_scores(stage_dir: Path, info: dict) -> dict[str, dict[str, float]]:
 
 
 def relative_gains(stage: dict, experts: dict) -> dict[str, float | None]:
-    """Relative Gain (%) per seen modality of one stage, and its Backward / Forward Relative Gain."""
-    from hf_mera.evaluation.relative_gain import relative_gain
+    """Relative Gain (%) per seen modality of one stage, and its Backward / Forward Relative Gain,
+    computed by `hf_mera.evaluation.relative_gain` with the report's conventions (stage 1's Backward
+    RG is its Relative Gain^1_1), so a card and `report.md` show the same numbers. None where a gain
+    is undefined (no expert for the modality, or an expert score of 0)."""
+    from hf_mera.evaluation.relative_gain import backward_relative_gain, forward_relative_gain, relative_gain
 
-    gains: dict[str, float | None] = {}
-    for modality, scores in (stage.get("scores") or {}).items():
+    def defined(metric, *args) -> float | None:
         try:
-            gains[modality] = relative_gain(scores, experts[modality]) if modality in experts else None
-        except ValueError:  # an expert score of 0: the ratio is undefined
-            gains[modality] = None
-    current = stage["modality"]
-    earlier = [gains.get(m) for m in stage.get("seen", [])[:-1]]
-    gains["backward"] = sum(earlier) / len(earlier) if earlier and None not in earlier else None
-    gains["forward"] = gains.get(current)
+            return metric(*args)
+        except ValueError:  # no expert for a modality, or an expert score of 0: the ratio is undefined
+            return None
+
+    scores = stage.get("scores") or {}
+    gains: dict[str, float | None] = {
+        modality: defined(relative_gain, task_scores, experts[modality]) if modality in experts else None
+        for modality, task_scores in scores.items()
+    }
+    order = stage.get("seen") or [stage["modality"]]
+    gains["backward"] = defined(backward_relative_gain, scores, experts, order, len(order))
+    gains["forward"] = defined(forward_relative_gain, scores, experts, order, len(order))
     return gains
 
 
@@ -122,12 +129,13 @@ def _scores_section(history: list[dict], experts: dict) -> str:
         row = [f"{stage['stage']} ({stage['modality']})"]
         row += [_fmt(scores.get(m, {}).get(t), 4) if m in scores else "–" for m in modalities for t in tasks]
         row += [_fmt(gains.get(m), 1) if m in scores else "–" for m in modalities]
-        row += [_fmt(gains["backward"], 1) if stage["stage"] > 1 else "–", _fmt(gains["forward"], 1)]
+        row += [_fmt(gains["backward"], 1), _fmt(gains["forward"], 1)]
         lines.append("| " + " | ".join(row) + " |")
     note = (
         "Scores are on the test split of each modality seen so far (captioning: CIDEr; QA: accuracy). "
         "Relative Gain (RG) is the score in % of the individually trained expert's; Backward RG averages "
-        "the earlier modalities (forgetting), Forward RG is the new one (plasticity)."
+        "the earlier modalities (forgetting; at stage 1, the first modality's own RG, as in the paper's "
+        "Table 2), Forward RG is the new one (plasticity)."
     )
     zero = sorted(f"{m} {t}" for m, tasks in experts.items() for t, v in tasks.items() if v == 0)
     if not experts:
