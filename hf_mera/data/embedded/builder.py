@@ -4,8 +4,9 @@ The benchmark is a small, offline stand-in for the paper's eight datasets: per m
 and a QA set (train and test), plus a cross-modal test set. It is a pure function of the seed, the
 sizes and the modalities, with no optional system package involved (spoken words ship as package
 data), so every machine builds the same one; `manifest.json`'s `content_hash`, a SHA-256 over every
-annotation and media file, is the benchmark's name beside every number reported on it. The folder is built in a temporary sibling and renamed into
-place, so a half-built benchmark is never used; a finished one is reused.
+annotation and media file, is the benchmark's name beside every number reported on it. The folder
+is built in a temporary sibling and renamed into place, so a half-built benchmark is never used; a
+finished one is reused.
 
 Layout of a benchmark folder::
 
