@@ -1,0 +1,62 @@
+"""Publish files and folders atomically: write beside the target, then rename over it.
+
+A reader (a resumed run, another process, the hub uploader) then sees either the old content or the
+new one, never half of a file, and a crash mid-write loses nothing already published. Every place in
+hf_mera that publishes a result goes through these three functions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
+    """Write `text` to `path` through a temporary file in the same folder and `os.replace`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        tmp.write_text(text, encoding=encoding)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, **dumps_kwargs: Any) -> Path:
+    """`atomic_write_text` of `json.dumps(obj, indent=2, **dumps_kwargs)`."""
+    dumps_kwargs.setdefault("indent", 2)
+    return atomic_write_text(path, json.dumps(obj, **dumps_kwargs))
+
+
+@contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """Build a folder in `.tmp-<name>` beside `path`; on success it replaces `path` (and whatever was
+    there, folder or link), on an exception it is removed and `path` is left as it was::
+
+        with atomic_directory(out / "stage-1-image") as tmp:
+            (tmp / "stage.json").write_text(...)
+    """
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{path.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
+__all__ = ["atomic_directory", "atomic_write_json", "atomic_write_text"]
