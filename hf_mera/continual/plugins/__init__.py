@@ -1,0 +1,23 @@
+"""Continual-learning methods as plugins: the hooks and registry in `base`, one file per method.
+
+A method lives in `hf_mera/continual/plugins/<name>.py`, registers itself with `@register_plugin(name)`
+and is imported below so that importing this package registers it.
+"""
+
+from .base import (
+    PLUGIN_REGISTRY,
+    ContinualPlugin,
+    StageContext,
+    build_plugin,
+    register_plugin,
+    total_penalty,
+)
+
+__all__ = [
+    "ContinualPlugin",
+    "PLUGIN_REGISTRY",
+    "StageContext",
+    "build_plugin",
+    "register_plugin",
+    "total_penalty",
+]
