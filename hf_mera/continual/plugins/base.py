@@ -31,6 +31,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from hf_mera.registry import Registry
+
 if TYPE_CHECKING:
     import torch
     from datasets import Dataset
@@ -113,32 +115,24 @@ class ContinualPlugin:
         """After the stage's final model exists (e.g. estimate EWC's Fisher on `train_dataset`)."""
 
 
-PLUGIN_REGISTRY: dict[str, type[ContinualPlugin]] = {}
+def _set_name(name: str, cls: type[ContinualPlugin]) -> None:
+    cls.name = name
+
+
+PLUGIN_REGISTRY: Registry[type[ContinualPlugin]] = Registry(
+    "plugin", base=ContinualPlugin, on_register=_set_name
+)
 _P = TypeVar("_P", bound=type[ContinualPlugin])
 
 
 def register_plugin(name: str) -> Callable[[_P], _P]:
     """Class decorator: make a `ContinualPlugin` subclass buildable as `build_plugin(name, ...)`."""
-
-    def wrap(cls: _P) -> _P:
-        if name in PLUGIN_REGISTRY:
-            raise ValueError(
-                f"Plugin {name!r} is already registered (by {PLUGIN_REGISTRY[name].__qualname__})."
-            )
-        if not (isinstance(cls, type) and issubclass(cls, ContinualPlugin)):
-            raise ValueError(f"Plugin {name!r}: {cls!r} is not a ContinualPlugin subclass.")
-        cls.name = name
-        PLUGIN_REGISTRY[name] = cls
-        return cls
-
-    return wrap
+    return PLUGIN_REGISTRY.register(name)
 
 
 def build_plugin(name: str, **kwargs: Any) -> ContinualPlugin:
     """Instantiate the plugin registered as `name` with `kwargs` (a YAML entry minus its `name`)."""
-    if name not in PLUGIN_REGISTRY:
-        raise ValueError(f"Unknown plugin {name!r}; registered plugins: {sorted(PLUGIN_REGISTRY) or 'none'}.")
-    return PLUGIN_REGISTRY[name](**kwargs)
+    return PLUGIN_REGISTRY.get(name, where="methods[].plugins[].name")(**kwargs)
 
 
 def total_penalty(
