@@ -19,6 +19,8 @@ from typing import Any, ClassVar
 
 import torch
 
+from hf_mera.registry import Registry
+
 __all__ = [
     "MODALITY_REGISTRY",
     "ModalityPreprocessor",
@@ -49,32 +51,26 @@ class ModalitySpec:
     default_encoder_type: str
 
 
-MODALITY_REGISTRY: dict[str, ModalitySpec] = {}
+MODALITY_REGISTRY: Registry[ModalitySpec] = Registry("modality")
 
 
 def register_modality(spec: ModalitySpec) -> ModalitySpec:
-    """Adds `spec` to `MODALITY_REGISTRY`; a second spec under the same name is a `ValueError`."""
-    if spec.name in MODALITY_REGISTRY:
-        raise ValueError(f"Modality {spec.name!r} is already registered.")
-    MODALITY_REGISTRY[spec.name] = spec
-    return spec
+    """Adds `spec` to `MODALITY_REGISTRY` under `spec.name`; a second spec under that name is a `ValueError`."""
+    return MODALITY_REGISTRY.register(spec.name, spec)
 
 
-def get_modality(name: str) -> ModalitySpec:
-    """Returns the registered spec for `name`, or raises `ValueError` listing the known modalities."""
-    if name not in MODALITY_REGISTRY:
-        raise ValueError(
-            f"Unknown modality {name!r}; known modalities: {', '.join(sorted(MODALITY_REGISTRY))}."
-        )
-    return MODALITY_REGISTRY[name]
+def get_modality(name: str, where: str | None = None) -> ModalitySpec:
+    """The registered spec for `name`; an unknown one raises `ValueError` listing the known modalities
+    (prefixed by `where`, the config field that held `name`, when given)."""
+    return MODALITY_REGISTRY.get(name, where=where)
 
 
 def modality_for_path(path: str | Path) -> str:
     """Name of the registered modality whose `file_extensions` include the extension of `path`."""
     suffix = Path(path).suffix.lower()
-    for spec in MODALITY_REGISTRY.values():
+    for name, spec in MODALITY_REGISTRY.items():
         if suffix in spec.file_extensions:
-            return spec.name
+            return name
     raise ValueError(f"No registered modality reads {suffix or 'extension-less'} files: {path}")
 
 

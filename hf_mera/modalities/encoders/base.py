@@ -13,6 +13,8 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import nn
 
+from hf_mera.registry import Registry
+
 __all__ = [
     "ENCODER_REGISTRY",
     "ModalityEncoder",
@@ -96,29 +98,20 @@ class ModalityEncoder(nn.Module, metaclass=ABCMeta):
 
 
 EncoderT = TypeVar("EncoderT", bound=type[ModalityEncoder])
-ENCODER_REGISTRY: dict[str, type[ModalityEncoder]] = {}
+ENCODER_REGISTRY: Registry[type[ModalityEncoder]] = Registry(
+    "encoder type", base=ModalityEncoder, on_register=lambda name, cls: setattr(cls, "encoder_type", name)
+)
 
 
 def register_encoder(name: str) -> Callable[[EncoderT], EncoderT]:
-    """Class decorator adding an encoder under `name`; registering a name twice is a `ValueError`."""
-
-    def decorator(cls: EncoderT) -> EncoderT:
-        if name in ENCODER_REGISTRY:
-            raise ValueError(f"Encoder type {name!r} is already registered.")
-        cls.encoder_type = name
-        ENCODER_REGISTRY[name] = cls
-        return cls
-
-    return decorator
+    """Class decorator adding an encoder under `name` (its `encoder_type`); a repeated name is a `ValueError`."""
+    return ENCODER_REGISTRY.register(name)
 
 
-def get_encoder_class(encoder_type: str) -> type[ModalityEncoder]:
-    """The registered class, or a `ValueError` listing the known encoder types."""
-    if encoder_type not in ENCODER_REGISTRY:
-        raise ValueError(
-            f"Unknown encoder type {encoder_type!r}; known encoder types: {', '.join(sorted(ENCODER_REGISTRY))}."
-        )
-    return ENCODER_REGISTRY[encoder_type]
+def get_encoder_class(encoder_type: str, where: str | None = None) -> type[ModalityEncoder]:
+    """The registered class, or a `ValueError` listing the known encoder types (prefixed by `where`, the
+    config field that held `encoder_type`, when given)."""
+    return ENCODER_REGISTRY.get(encoder_type, where=where)
 
 
 def build_encoder(encoder_type: str, encoder_config: dict[str, Any] | None = None) -> ModalityEncoder:
