@@ -222,7 +222,9 @@ def test_unknown_modality_is_named(tiny_model, media_files):
     batch = processor(text="<image> x", media=[{"modality": "image", "path": media_files["image0"]}])
     with pytest.raises(ValueError, match="thermal"):
         model(input_ids=batch["input_ids"], modality_values={"thermal": torch.zeros(1, 3)})
-    with pytest.raises(ValueError, match="thermal"):
+    with pytest.raises(
+        ValueError, match=r"modalities\.thermal\.connector_type: unknown connector 'conv'.*qformer"
+    ):
         ModalityConfig(name="thermal", connector_type="conv")
 
 

@@ -1,4 +1,4 @@
-from .configuration_anymodality_llava import CONNECTOR_TYPES, AnyModalityLlavaConfig, ModalityConfig
+from .configuration_anymodality_llava import AnyModalityLlavaConfig, ModalityConfig
 from .connectors import CONNECTOR_REGISTRY, build_connector, register_connector
 from .modeling_anymodality_llava import (
     AnyModalityLlavaForConditionalGeneration,
@@ -10,7 +10,6 @@ from .processing_anymodality_llava import AnyModalityProcessor
 __all__ = [
     "AnyModalityLlavaConfig",
     "ModalityConfig",
-    "CONNECTOR_TYPES",
     "CONNECTOR_REGISTRY",
     "build_connector",
     "register_connector",

@@ -16,7 +16,6 @@ from typing import Any
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-CONNECTOR_TYPES = ("mlp2x_gelu", "qformer", "linear")
 _MODALITY_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -50,7 +49,12 @@ class ModalityConfig:
             "help": "Average-pool the encoder's token sequence down to this many tokens (None = keep all)."
         },
     )
-    connector_type: str = field(default="mlp2x_gelu", metadata={"help": f"One of {CONNECTOR_TYPES}."})
+    connector_type: str = field(
+        default="mlp2x_gelu",
+        metadata={
+            "help": "Key of `CONNECTOR_REGISTRY` ('mlp2x_gelu', 'linear', 'qformer' or a registered one)."
+        },
+    )
     connector_config: dict[str, Any] = field(
         default_factory=dict,
         metadata={
@@ -69,11 +73,9 @@ class ModalityConfig:
             )
         if not self.placeholder_token:
             self.placeholder_token = f"<{self.name}>"
-        if self.connector_type not in CONNECTOR_TYPES:
-            raise ValueError(
-                f"Modality {self.name!r}: unknown connector_type {self.connector_type!r}; "
-                f"choose one of {CONNECTOR_TYPES}."
-            )
+        from .connectors import CONNECTOR_REGISTRY  # lazily: the connectors need torch, a config does not
+
+        CONNECTOR_REGISTRY.get(self.connector_type, where=f"model.modalities.{self.name}.connector_type")
         if self.token_pool is not None and self.token_pool < 1:
             raise ValueError(f"Modality {self.name!r}: token_pool must be >= 1, got {self.token_pool}.")
 
@@ -144,4 +146,4 @@ class AnyModalityLlavaConfig(PreTrainedConfig):
         return ModalityConfig.from_dict(self.modalities[name])
 
 
-__all__ = ["AnyModalityLlavaConfig", "ModalityConfig", "CONNECTOR_TYPES"]
+__all__ = ["AnyModalityLlavaConfig", "ModalityConfig"]

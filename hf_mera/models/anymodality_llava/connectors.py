@@ -11,25 +11,22 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-CONNECTOR_REGISTRY: dict[str, type[nn.Module]] = {}
+from hf_mera.registry import Registry
+
+CONNECTOR_REGISTRY: Registry[type[nn.Module]] = Registry("connector", base=nn.Module)
 
 
 def register_connector(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
-    def wrap(cls: type[nn.Module]) -> type[nn.Module]:
-        if name in CONNECTOR_REGISTRY:
-            raise ValueError(f"Connector {name!r} is already registered.")
-        CONNECTOR_REGISTRY[name] = cls
-        return cls
-
-    return wrap
+    """Class decorator adding a connector under `name`, built as `cls(input_size, output_size, **options)`."""
+    return CONNECTOR_REGISTRY.register(name)
 
 
 def build_connector(
     connector_type: str, input_size: int, output_size: int, options: dict | None = None
 ) -> nn.Module:
-    if connector_type not in CONNECTOR_REGISTRY:
-        raise ValueError(f"Unknown connector {connector_type!r}; known: {sorted(CONNECTOR_REGISTRY)}.")
-    return CONNECTOR_REGISTRY[connector_type](input_size, output_size, **(options or {}))
+    return CONNECTOR_REGISTRY.get(connector_type, where="connector_type")(
+        input_size, output_size, **(options or {})
+    )
 
 
 @register_connector("mlp2x_gelu")
