@@ -1,5 +1,7 @@
-"""Tests for hf_mera.merging: hand-computed merges, state-dict checks, exact LoRA folding, schedules."""
+"""Tests for hf_mera.merging: hand-computed merges, state-dict checks, exact LoRA folding, schedules,
+and MERA's entry point bitwise against a frozen copy of the arithmetic the pipeline has always used."""
 
+import re
 import subprocess
 import sys
 
@@ -10,16 +12,15 @@ from hf_mera.merging import (
     LLM_KEY_PATTERN,
     MERGE_METHODS,
     MergeSchedule,
+    TaskVectorMerge,
     dare_linear,
     dare_ties,
-    fold_lora_into_state_dict,
     get_merge_method,
     get_merge_schedule,
     interpolate,
     lora_delta_weights,
     magnitude_prune,
-    mera_merge_full,
-    mera_merge_lora,
+    mera_merge_state_dict,
     mera_running_average,
     merge_state_dicts,
     peft_key_to_model_key,
@@ -110,7 +111,7 @@ def test_mera_running_average_is_mean_of_stage_models():
     # the same through state dicts
     theta_sd = {"w": theta0}
     for i, delta in enumerate(deltas, start=1):
-        theta_sd = mera_merge_full(theta_sd, {"w": theta0 + delta}, stage_index=i)
+        theta_sd = mera_merge_state_dict(theta_sd, {"w": theta0 + delta}, i, include=None)
     torch.testing.assert_close(theta_sd["w"], expected[-1])
 
 
@@ -120,7 +121,7 @@ def test_lora_style_folding_is_mean_of_stage_models():
     theta, vanillas = {"w": T([0.0, 0.0])}, []
     for i, delta in enumerate([T([6.0, 0.0]), T([0.0, 6.0]), T([6.0, 6.0]), T([-6.0, 12.0])], start=1):
         vanillas.append(theta["w"] + delta)
-        theta = fold_lora_into_state_dict(theta, {"w": delta}, coefficient=1 / i)
+        theta = mera_merge_state_dict(theta, {"w": vanillas[-1]}, i, lora_deltas={"w": delta}, include=None)
         torch.testing.assert_close(theta["w"], torch.stack(vanillas).mean(0))
     # vanilla: [6, 0], [6, 6], [12, 9], [2, 17] → mean [6.5, 8]
     torch.testing.assert_close(theta["w"], T([6.5, 8.0]))
@@ -181,8 +182,27 @@ def test_task_vector_methods_match_peft(name):
     ours = get_merge_method(name)(base, others, weights=weights, scale=0.7, **kwargs)
     torch.manual_seed(123)
     theirs = base + 0.7 * getattr(merge_utils, name)(tau, weights, **kwargs)
-    torch.testing.assert_close(ours, theirs)
-    assert {dare_linear, dare_ties} <= set(MERGE_METHODS.values())
+    assert torch.equal(ours, theirs)  # peft's own steps in peft's order: bit for bit
+    # on task vectors given directly (LoRA's ΔW), `combine` is peft's function itself
+    torch.manual_seed(5)
+    ours = get_merge_method(name).combine(tau, weights, **kwargs)
+    torch.manual_seed(5)
+    assert torch.equal(ours, getattr(merge_utils, name)(tau, weights, **kwargs))
+    assert MERGE_METHODS["dare_linear"] is dare_linear and MERGE_METHODS["dare_ties"] is dare_ties
+
+
+def test_task_vector_family_is_one_class_with_checked_arguments():
+    family = ["task_arithmetic", "magnitude_prune", "ties", "dare_linear", "dare_ties"]
+    assert all(isinstance(get_merge_method(name), TaskVectorMerge) for name in family)
+    base, others = torch.zeros(4), [torch.ones(4)]
+    with pytest.raises(ValueError, match="'task_arithmetic' keeps every entry; it takes no density"):
+        task_arithmetic(base, others, density=0.5)
+    with pytest.raises(ValueError, match="'dare_ties' needs a density"):
+        dare_ties(base, others)
+    with pytest.raises(ValueError, match="'dare_linear' elects no sign"):
+        dare_linear(base, others, density=0.5, majority_sign_method="total")
+    with pytest.raises(ValueError, match="at least one"):
+        ties(base, [], density=0.5)
 
 
 # ---------------------------------------------------------------- state dicts
@@ -261,12 +281,42 @@ def test_merge_state_dicts_argument_errors():
         merge_state_dicts(base, [vanilla], "mera", stage_index=2)
 
 
-def test_mera_merge_full_with_schedule():
+def test_mera_merge_state_dict_with_schedule():
     prev, vanilla = {"w": T([0.0, 4.0])}, {"w": T([8.0, 0.0])}
-    assert torch.equal(mera_merge_full(prev, vanilla, 4)["w"], T([2.0, 3.0]))  # prev + (v - prev) / 4
-    out = mera_merge_full(prev, vanilla, 4, schedule=MergeSchedule("constant", alpha=0.5))
+    merge = mera_merge_state_dict
+    assert torch.equal(merge(prev, vanilla, 4, include=None)["w"], T([2.0, 3.0]))  # prev + (v - prev) / 4
+    out = merge(prev, vanilla, 4, include=None, schedule=MergeSchedule("constant", alpha=0.5))
     assert torch.equal(out["w"], T([4.0, 2.0]))
-    assert torch.equal(mera_merge_full(prev, vanilla, 4, schedule=MergeSchedule("none"))["w"], vanilla["w"])
+    assert torch.equal(merge(prev, vanilla, 4, include=None, schedule="none")["w"], vanilla["w"])
+    # LoRA: prev + c · ΔW = [0, 4] + 0.5 · [2, -2] = [1, 3]
+    out = merge(
+        prev,
+        vanilla,
+        3,
+        lora_deltas={"w": T([2.0, -2.0])},
+        include=None,
+        schedule=MergeSchedule("constant", alpha=0.5),
+    )
+    assert torch.equal(out["w"], T([1.0, 3.0]))
+    with pytest.raises(ValueError, match="unknown merge schedule 'ema'"):
+        merge(prev, vanilla, 2, schedule="ema")
+
+
+def test_mera_merge_state_dict_on_mcl_dicts():
+    # Full: the LLM keys merged, everything else (connectors, the new modality, integer buffers) vanilla's.
+    base, vanilla = _mcl_dicts()
+    out = mera_merge_state_dict(base, vanilla, 2)
+    assert torch.equal(out["model.language_model.w"], T([3.0, 2.0]))  # [2, 4] + ([4, 0] - [2, 4]) / 2
+    assert torch.equal(out["lm_head.weight"], T([[1.0, 6.0]]))
+    for key in ("model.connectors.image.w", "model.connectors.audio.w", "model.language_model.steps"):
+        assert torch.equal(out[key], vanilla[key])
+    assert set(out) == set(vanilla)
+    # LoRA: only the ΔW keys change, θᵢ₋₁ + ΔW / 3; every other key is vanilla's, the LLM's too.
+    deltas = {"lm_head.weight": T([[3.0, -6.0]])}
+    out = mera_merge_state_dict(base, vanilla, 3, lora_deltas=deltas)
+    assert torch.equal(out["lm_head.weight"], T([[1.0, 6.0]]))  # [0, 8] + [1, -2]
+    assert all(torch.equal(out[k], vanilla[k]) for k in vanilla if k != "lm_head.weight")
+    assert set(out) == set(vanilla)
 
 
 # ---------------------------------------------------------------- LoRA
@@ -337,9 +387,17 @@ def _assert_same_as_merge_and_unload(ours, peft_model):
         torch.testing.assert_close(ours[key], tensor, atol=1e-6, rtol=0, msg=key)
 
 
-def test_mera_merge_lora_is_base_plus_BA_over_i():
+def _mera_lora(peft_model, previous, stage_index, **kwargs):
+    # The pipeline's one LoRA path: ΔW from the PeftModel, then MERA's entry point. θᵢ,vanilla here is
+    # the PeftModel's plain weights (base layers, modules_to_save copies); only the ΔW keys are merged.
+    vanilla = peft_state_dict_to_model_state_dict(peft_model.state_dict())
+    deltas = lora_delta_weights(peft_model)
+    return mera_merge_state_dict(previous, vanilla, stage_index, lora_deltas=deltas, include=None, **kwargs)
+
+
+def test_mera_lora_merge_is_base_plus_BA_over_i():
     previous, peft_model = _peft_model(target_modules="all-linear")
-    merged = mera_merge_lora(peft_model, previous, stage_index=3)
+    merged = _mera_lora(peft_model, previous, stage_index=3)
     n = 0
     for key, module in _modules(peft_model):
         a, b = module.lora_A["default"].weight, module.lora_B["default"].weight
@@ -353,12 +411,13 @@ def test_mera_merge_lora_is_base_plus_BA_over_i():
     assert all(torch.isfinite(t).all() for t in merged.values())
 
 
-def test_lora_fold_with_coefficient_one_equals_merge_and_unload():
+def test_lora_fold_at_stage_one_equals_merge_and_unload():
+    # c(1) = 1: θ₀ + ΔW is peft's merge_and_unload.
     previous, peft_model = _peft_model(target_modules="all-linear")
-    ours = fold_lora_into_state_dict(previous, lora_delta_weights(peft_model), coefficient=1.0)
-    assert torch.equal(
-        mera_merge_lora(peft_model, previous, 1)["model.norm.weight"], previous["model.norm.weight"]
+    ours = mera_merge_state_dict(
+        previous, previous, 1, lora_deltas=lora_delta_weights(peft_model), include=None
     )
+    assert ours["model.norm.weight"] is previous["model.norm.weight"]  # not LoRA-wrapped: untouched
     _assert_same_as_merge_and_unload(ours, peft_model)
 
 
@@ -371,9 +430,9 @@ def test_rslora_and_embedding_lora():
     embed = peft_model.base_model.model.model.embed_tokens
     ea, eb = embed.lora_embedding_A["default"], embed.lora_embedding_B["default"]
     torch.testing.assert_close(deltas["model.embed_tokens.weight"], (eb @ ea).T * 4)
-    merged = mera_merge_lora(peft_model, previous, stage_index=2)
+    merged = _mera_lora(peft_model, previous, stage_index=2)
     torch.testing.assert_close(merged[key], previous[key] + b @ a * 4 / 2, atol=1e-6, rtol=0)
-    ours = fold_lora_into_state_dict(previous, deltas, coefficient=1.0)
+    ours = mera_merge_state_dict(previous, previous, 1, lora_deltas=deltas, include=None)
     _assert_same_as_merge_and_unload(ours, peft_model)
 
 
@@ -393,7 +452,8 @@ def test_fan_in_fan_out_conv1d_matches_merge_and_unload():
     )
     peft_model = get_peft_model(model, config)
     _randomize_lora(peft_model)
-    ours = fold_lora_into_state_dict(previous, lora_delta_weights(peft_model), coefficient=1.0)
+    deltas = lora_delta_weights(peft_model)
+    ours = mera_merge_state_dict(previous, previous, 1, lora_deltas=deltas, include=None)
     _assert_same_as_merge_and_unload(ours, peft_model)
 
 
@@ -402,19 +462,25 @@ def test_modules_to_save_copy_is_merged_as_full_weight():
     trained = peft_model.base_model.model.lm_head.modules_to_save["default"].weight
     with torch.no_grad():
         trained.add_(1.0)
-    merged = mera_merge_lora(peft_model, previous, stage_index=4)
+    # ΔW = trained copy − frozen original = 1 (up to the rounding of (w + 1) − w)
+    torch.testing.assert_close(lora_delta_weights(peft_model)["lm_head.weight"], torch.ones_like(trained))
+    merged = _mera_lora(peft_model, previous, stage_index=4)
     torch.testing.assert_close(merged["lm_head.weight"], previous["lm_head.weight"] + 0.25)
 
 
-def test_mera_merge_lora_merges_only_the_given_keys():
-    # LoRA layers outside previous_llm_state (an encoder's, a connector's) are left out.
+def test_mera_lora_merge_rejects_deltas_outside_include():
+    # MERA merges the LLM only: a ΔW on a key `include` leaves out (an encoder's LoRA) is an error.
     previous, peft_model = _peft_model(target_modules=["q_proj", "v_proj"])
-    key = "model.layers.1.self_attn.v_proj.weight"
-    merged = mera_merge_lora(peft_model, {key: previous[key]}, stage_index=2)
+    deltas = lora_delta_weights(peft_model)
+    with pytest.raises(ValueError, match="'model.layers.0.self_attn.q_proj.weight' lies outside `include`"):
+        mera_merge_state_dict(previous, previous, 2, lora_deltas=deltas, include=r"layers\.1\.")
+    layer1 = {k: v for k, v in deltas.items() if "layers.1." in k}
+    merged = mera_merge_state_dict(previous, previous, 2, lora_deltas=layer1, include=r"layers\.1\.")
     module = peft_model.base_model.model.model.layers[1].self_attn.v_proj
     a, b = module.lora_A["default"].weight, module.lora_B["default"].weight
-    assert set(merged) == {key}
+    key = "model.layers.1.self_attn.v_proj.weight"
     torch.testing.assert_close(merged[key], previous[key] + b @ a * 2 / 2, atol=1e-6, rtol=0)
+    assert [k for k in merged if not torch.equal(merged[k], previous[k])] == list(layer1)
 
 
 def test_dora_is_rejected():
@@ -423,26 +489,105 @@ def test_dora_is_rejected():
         lora_delta_weights(peft_model)
 
 
-def test_mera_merge_lora_rejects_bad_previous_state():
+def test_mera_lora_merge_rejects_bad_state_dicts():
     previous, peft_model = _peft_model(target_modules=["q_proj", "v_proj"])
-    with pytest.raises(ValueError, match="'model.layers.0.extra.weight'"):
-        mera_merge_lora(peft_model, {**previous, "model.layers.0.extra.weight": torch.zeros(2)}, 2)
-    bad = {**previous, "model.norm.weight": torch.zeros(3)}
-    with pytest.raises(ValueError, match="shape mismatch for key 'model.norm.weight'"):
-        mera_merge_lora(peft_model, bad, 2)
-    wrong_prefix = {"base_model.model." + k: v for k, v in previous.items()}
-    with pytest.raises(ValueError, match="not a weight of the peft model"):
-        mera_merge_lora(peft_model, wrong_prefix, 2)
     deltas = lora_delta_weights(peft_model)
-    with pytest.raises(ValueError, match="no weight in the base state dict"):
-        fold_lora_into_state_dict({}, deltas, 0.5)
     key = "model.layers.0.self_attn.q_proj.weight"
+    merge = mera_merge_state_dict
+    with pytest.raises(ValueError, match=f"ΔW for key '{key}' has no weight in the previous"):
+        merge({}, previous, 2, lora_deltas=deltas, include=None)
+    with pytest.raises(ValueError, match=f"ΔW for key '{key}': the vanilla state dict lacks it"):
+        merge(previous, {k: v for k, v in previous.items() if k != key}, 2, lora_deltas=deltas, include=None)
+    bad = {**previous, key: torch.zeros(2, 2)}
     with pytest.raises(ValueError, match=f"shape mismatch for key '{key}'"):
-        fold_lora_into_state_dict({key: torch.zeros(2, 2)}, {key: deltas[key]}, 0.5)
+        merge(bad, bad, 2, lora_deltas={key: deltas[key]}, include=None)
+    nan = {**previous, key: torch.full_like(deltas[key], float("nan"))}
     with pytest.raises(ValueError, match="NaN"):
-        fold_lora_into_state_dict({key: torch.full_like(deltas[key], float("nan"))}, {key: deltas[key]}, 0.5)
+        merge(nan, nan, 2, lora_deltas={key: deltas[key]}, include=None)
+    with pytest.raises(ValueError, match="lora_deltas is empty"):
+        merge(previous, previous, 2, lora_deltas={}, include=None)
     plain = peft_state_dict_to_model_state_dict(peft_model.state_dict())
     assert set(plain) == set(previous)
+
+
+# ---------------------------------------------------------------- bitwise against the pipeline's arithmetic
+
+
+def _frozen_full_merge(previous, vanilla, i):
+    # The arithmetic of the pipeline's full fine-tuning merge (`mera_merge_full` →
+    # `merge_state_dicts(…, "interpolate")`, 2026-11), written out: per LLM float key, float32,
+    # prev + c · (vanilla − prev) (vanilla itself at c = 1), cast back; everything else vanilla's.
+    c = float(1.0 / i)
+    merged = dict(vanilla)
+    for key, prev in previous.items():
+        if re.search(LLM_KEY_PATTERN, key) and prev.is_floating_point():
+            b, v = prev.float(), vanilla[key].float()
+            merged[key] = (v.clone() if c == 1 else b + c * (v - b)).to(prev.dtype)
+    return merged
+
+
+def _frozen_lora_merge(previous, vanilla, deltas, i):
+    # The pipeline's LoRA merge (`fold_lora_into_state_dict` on the ΔW keys, 2026-11):
+    # float32 prev + c · ΔW, cast back; everything else vanilla's.
+    c = float(1.0 / i)
+    merged = dict(vanilla)
+    for key, delta in deltas.items():
+        merged[key] = (previous[key].float() + c * delta.float()).to(previous[key].dtype)
+    return merged
+
+
+def _random_mcl_dicts(dtype, seed):
+    gen = torch.Generator().manual_seed(seed)
+
+    def rand(*shape, std=0.02):
+        return (torch.randn(*shape, generator=gen) * std).to(dtype)
+
+    previous = {
+        "model.language_model.layers.0.self_attn.q_proj.weight": rand(48, 32),
+        "model.language_model.norm.weight": 1 + rand(32),
+        "lm_head.weight": rand(40, 32),
+        "model.connectors.image.0.weight": rand(32, 16),
+        "model.encoders.image.proj.weight": rand(16, 8),
+        "model.language_model.rotary_steps": torch.tensor([3]),
+    }
+    vanilla = {
+        k: (v + rand(*v.shape, std=0.002)).to(dtype) if v.is_floating_point() else v + 1
+        for k, v in previous.items()
+    }
+    vanilla["model.connectors.audio.0.weight"] = rand(32, 16)  # this stage's new modality
+    lora_keys = ["model.language_model.layers.0.self_attn.q_proj.weight", "lm_head.weight"]
+    deltas = {k: torch.randn(previous[k].shape, generator=gen) * 1e-3 for k in lora_keys}  # float32, as saved
+    return previous, vanilla, deltas
+
+
+def _assert_bitwise(ours, reference):
+    assert list(ours) == list(reference)
+    for key, tensor in reference.items():
+        assert ours[key].dtype == tensor.dtype, key
+        assert torch.equal(ours[key], tensor), key
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("stage_index", [1, 2, 3, 4])
+def test_mera_merge_state_dict_is_bitwise_the_pipelines_arithmetic(dtype, stage_index):
+    for seed in range(3):
+        previous, vanilla, deltas = _random_mcl_dicts(dtype, seed)
+        _assert_bitwise(
+            mera_merge_state_dict(previous, vanilla, stage_index),
+            _frozen_full_merge(previous, vanilla, stage_index),
+        )
+        _assert_bitwise(
+            mera_merge_state_dict(
+                previous, vanilla, stage_index, lora_deltas=deltas, schedule=MergeSchedule("mera")
+            ),
+            _frozen_lora_merge(previous, vanilla, deltas, stage_index),
+        )
+    # The order matters: prev + c · ΔW differs from prev + ΔW / i somewhere in these tensors (so the
+    # comparison above can tell the two apart).
+    if stage_index == 3:
+        a = previous["lm_head.weight"].float() + (1 / 3) * deltas["lm_head.weight"]
+        b = previous["lm_head.weight"].float() + deltas["lm_head.weight"] / 3
+        assert not torch.equal(a, b)
 
 
 # ---------------------------------------------------------------- schedules

@@ -1,19 +1,17 @@
-"""Exact LoRA folding for MERA: θᵢ = θᵢ₋₁ + c · ΔWᵢ with ΔW = B·A·scaling per LoRA layer.
+"""ΔWᵢ from a trained PeftModel, keyed as the plain model, for MERA's exact LoRA merge (`mera.py`).
 
-With a shared base (stage i's LoRA trained on top of θᵢ₋₁), θᵢ,vanilla = θᵢ₋₁ + ΔWᵢ, so MERA's
-(i−1)/i · θᵢ₋₁ + 1/i · θᵢ,vanilla is θᵢ₋₁ + ΔWᵢ / i. This folds the product B·A, not peft's
-`add_weighted_adapter(combination_type="linear")`, which averages A and B separately (the product of
-averages is not the average of products). peft is imported inside the functions (it is slow).
+With a shared base (stage i's LoRA trained on top of θᵢ₋₁), θᵢ,vanilla − θᵢ₋₁ = ΔWᵢ = B·A·scaling per LoRA
+layer, so `mera.mera_merge_state_dict(θᵢ₋₁, θᵢ,vanilla, i, lora_deltas=lora_delta_weights(peft_model))`
+is θᵢ₋₁ + ΔWᵢ / i exactly. This module only reads ΔW (and maps peft's key names); the merge itself is
+`mera.py`'s. peft is imported inside the functions (it is slow).
 """
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 import torch
-
-from .schedule import MergeSchedule
 
 if TYPE_CHECKING:
     from torch import nn
@@ -79,24 +77,27 @@ def peft_state_dict_to_model_state_dict(
     return plain
 
 
-def _iter_lora_deltas(
-    peft_model: nn.Module, adapter_name: str, only: Container[str] | None = None
-) -> Iterator[tuple[str, torch.Tensor]]:
-    # One layer at a time, so `mera_merge_lora` never holds every ΔW at once. `only`: weight keys
-    # to fold; other layers (an encoder's LoRA, say) are skipped before they are checked.
+def _iter_lora_deltas(peft_model: nn.Module, adapter_name: str) -> Iterator[tuple[str, torch.Tensor]]:
     from peft.tuners.lora import Embedding as LoraEmbedding
     from peft.tuners.lora import Linear as LoraLinear
     from peft.tuners.lora import LoraLayer
+    from peft.utils import ModulesToSaveWrapper
 
     found = False
     for name, module in peft_model.named_modules():
+        if isinstance(module, ModulesToSaveWrapper) and adapter_name in module.modules_to_save:
+            # A fully trained copy: its ΔW is the copy minus the frozen original.
+            prefix = peft_key_to_model_key(name, adapter_name)
+            original = module.original_module.state_dict()
+            for param_name, trained in module.modules_to_save[adapter_name].state_dict().items():
+                if trained.is_floating_point():
+                    yield f"{prefix}.{param_name}", trained.float() - original[param_name].float()
+            continue
         if not isinstance(module, LoraLayer):
             continue
         if adapter_name not in module.lora_A and adapter_name not in module.lora_embedding_A:
             continue
         key = peft_key_to_model_key(name, adapter_name)
-        if only is not None and f"{key}.weight" not in only:
-            continue
         found = True
         if module.use_dora.get(adapter_name, False):
             raise ValueError(
@@ -128,8 +129,7 @@ def _iter_lora_deltas(
                 "LoRA layers can be folded"
             )
     if not found:
-        where = "" if only is None else " on the selected weights"
-        raise ValueError(f"no LoRA layer holds adapter {adapter_name!r}{where}")
+        raise ValueError(f"no LoRA layer holds adapter {adapter_name!r}")
 
 
 def lora_delta_weights(peft_model: nn.Module, adapter_name: str = "default") -> dict[str, torch.Tensor]:
@@ -138,104 +138,11 @@ def lora_delta_weights(peft_model: nn.Module, adapter_name: str = "default") -> 
     Keys are the un-wrapped model's weight keys ("model.layers.0.self_attn.q_proj.weight"), so
     `base_state_dict[key] + ΔW` is peft's merged weight. `scaling` is read from the layer (it already
     holds rslora's alpha / sqrt(r) and any rank / alpha pattern); Conv1D's fan_in_fan_out is
-    transposed back; `lora_bias` gives a ".bias" delta.
+    transposed back; `lora_bias` gives a ".bias" delta. A `modules_to_save` copy gives its full
+    change, trained copy − frozen original, for each floating-point weight.
 
     Raises:
         ValueError: a DoRA (or other variant) layer, an already merged adapter, an unsupported LoRA
             layer type, or no layer with `adapter_name`.
     """
     return dict(_iter_lora_deltas(peft_model, adapter_name))
-
-
-def _fold(base: torch.Tensor, delta: torch.Tensor, coefficient: float, key: str) -> torch.Tensor:
-    if delta.shape != base.shape:
-        raise ValueError(
-            f"shape mismatch for key {key!r}: weight {tuple(base.shape)}, ΔW {tuple(delta.shape)}"
-        )
-    # float32 so a small c · ΔW is not rounded away in bf16 before it is added.
-    out = base.float() + coefficient * delta.to(device=base.device, dtype=torch.float32)
-    if not torch.isfinite(out).all():
-        raise ValueError(f"folding ΔW into key {key!r} produced NaN/inf")
-    return out.to(base.dtype)
-
-
-def fold_lora_into_state_dict(
-    base_state_dict: StateDict, deltas: Mapping[str, torch.Tensor], coefficient: float
-) -> dict[str, torch.Tensor]:
-    """θ[key] = θ_base[key] + c · ΔW[key] for each key of `deltas`; other keys unchanged (shared).
-
-    Args:
-        base_state_dict: θ_base (θᵢ₋₁), plain model keys.
-        deltas: ΔW per key, e.g. from `lora_delta_weights`.
-        coefficient: c (1/i for MERA, 1 for peft's merge_and_unload).
-
-    Raises:
-        ValueError: a delta key absent from `base_state_dict`, a shape mismatch, or NaN / inf.
-    """
-    merged = dict(base_state_dict)
-    for key, delta in deltas.items():
-        if key not in base_state_dict:
-            raise ValueError(f"ΔW for key {key!r} has no weight in the base state dict")
-        merged[key] = _fold(base_state_dict[key], delta, coefficient, key)
-    return merged
-
-
-def mera_merge_lora(
-    peft_model: nn.Module,
-    previous_llm_state: StateDict,
-    stage_index: int,
-    *,
-    adapter_name: str = "default",
-    schedule: MergeSchedule | None = None,
-) -> dict[str, torch.Tensor]:
-    """MERA's merge after a LoRA stage: θᵢ = θᵢ₋₁ + ΔWᵢ / i on exactly the keys of `previous_llm_state`.
-
-    Args:
-        peft_model: the PeftModel after stage i's instruction tuning, LoRA trained on top of θᵢ₋₁.
-        previous_llm_state: θᵢ₋₁, the merged LLM weights, keyed as the un-wrapped model
-            (e.g. "model.language_model.layers.0.mlp.up_proj.weight").
-        stage_index: i, 1-based.
-        adapter_name: the adapter trained in stage i.
-        schedule: c for stage i (default "mera": c = 1/i).
-
-    The merge is the paper's (i−1)/i · θᵢ₋₁ + 1/i · θᵢ,vanilla with θᵢ,vanilla read from the model
-    (base weights + ΔW, modules_to_save copies): θᵢ₋₁ + c · (θᵢ,vanilla − θᵢ₋₁). When the model's base
-    weights are θᵢ₋₁ this is θᵢ₋₁ + c · ΔWᵢ exactly, and frozen weights come back bit for bit. LoRA
-    layers outside `previous_llm_state` (encoders, connectors) are not merged.
-
-    Raises:
-        ValueError: a key of `previous_llm_state` that the model lacks or whose shape differs; DoRA;
-            NaN / inf.
-    """
-    coefficient = (schedule or MergeSchedule("mera"))(stage_index)
-    vanilla = peft_state_dict_to_model_state_dict(peft_model.state_dict(), adapter_name)
-    for key, tensor in previous_llm_state.items():
-        if key not in vanilla:
-            raise ValueError(
-                f"key {key!r} of previous_llm_state is not a weight of the peft model "
-                "(name keys as in the un-wrapped model, without 'base_model.model.' or '.base_layer')"
-            )
-        if vanilla[key].shape != tensor.shape:
-            raise ValueError(
-                f"shape mismatch for key {key!r}: previous {tuple(tensor.shape)}, "
-                f"model {tuple(vanilla[key].shape)}"
-            )
-
-    def drift(key: str) -> torch.Tensor:
-        # θ_model − θᵢ₋₁: zero for frozen weights when stage i started from θᵢ₋₁; the trained
-        # copy's change for modules_to_save.
-        return vanilla[key].float() - previous_llm_state[key].to(vanilla[key].device).float()
-
-    merged = dict(previous_llm_state)
-    folded: set[str] = set()
-    for key, delta in _iter_lora_deltas(peft_model, adapter_name, only=previous_llm_state):
-        if key in previous_llm_state:  # a ".bias" delta of a layer whose weight is selected
-            merged[key] = _fold(previous_llm_state[key], delta + drift(key), coefficient, key)
-            folded.add(key)
-    for key, previous in previous_llm_state.items():
-        if key in folded or not previous.is_floating_point():
-            continue
-        current = vanilla[key]
-        if current.dtype != previous.dtype or not torch.equal(current.to(previous.device), previous):
-            merged[key] = _fold(previous, drift(key), coefficient, key)
-    return merged

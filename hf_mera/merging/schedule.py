@@ -1,48 +1,41 @@
 """Merge schedules: the weight c of stage i's vanilla model in θᵢ = θᵢ₋₁ + c · (θᵢ,vanilla − θᵢ₋₁).
 
-Built-ins: "mera" (c = 1/i, the paper's running average), "constant" (c = alpha at every stage,
-an exponential moving average of the stage models), "none" (c = 1: keep the vanilla model, i.e. no
-merge). Whether to merge at stage 1 (θ₀ = the starting LLM) is the trainer's call; "mera" gives
-c = 1 there anyway.
+Symbols → arguments: i `stage_index` (1-based), c the returned coefficient in (0, 1].
+
+Built-ins: "mera" (c = 1/i, the paper's running average; registered in `mera.py`, next to the merge it
+belongs to), "constant" (c = alpha at every stage, an exponential moving average of the stage models),
+"none" (c = 1: keep the vanilla model, i.e. no merge). Whether to merge at stage 1 (θ₀ = the starting
+LLM) is the trainer's call; "mera" gives c = 1 there anyway.
 """
 
 from __future__ import annotations
 
 import inspect
+import operator
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
-from .methods._common import check_stage_index
+from ..registry import Registry
 
 ScheduleFn = Callable[..., float]
-S = TypeVar("S", bound=ScheduleFn)
 
-_MERGE_SCHEDULES: dict[str, ScheduleFn] = {}
-
-
-def register_merge_schedule(name: str) -> Callable[[S], S]:
-    """Register `fn(stage_index: int, **kwargs) -> float` under `name`; a second use of a name raises."""
-
-    def decorator(fn: S) -> S:
-        if name in _MERGE_SCHEDULES:
-            raise ValueError(f"merge schedule {name!r} is already registered")
-        _MERGE_SCHEDULES[name] = fn
-        return fn
-
-    return decorator
+# name → fn(stage_index: int, **kwargs) -> float; a second registration of a name raises.
+MERGE_SCHEDULES: Registry[ScheduleFn] = Registry("merge schedule")
+register_merge_schedule = MERGE_SCHEDULES.register
+get_merge_schedule = MERGE_SCHEDULES.get
 
 
-def get_merge_schedule(name: str) -> ScheduleFn:
-    """The schedule function registered as `name`; an unknown name raises listing the known ones."""
-    if name not in _MERGE_SCHEDULES:
-        raise ValueError(f"unknown merge schedule {name!r}; known: {sorted(_MERGE_SCHEDULES)}")
-    return _MERGE_SCHEDULES[name]
-
-
-@register_merge_schedule("mera")
-def mera_schedule(stage_index: int) -> float:
-    """c = 1 / i: θᵢ = (i−1)/i · θᵢ₋₁ + 1/i · θᵢ,vanilla, the mean of all stage models."""
-    return 1.0 / stage_index
+def check_stage_index(stage_index: int) -> int:
+    """MCL stages are counted from 1; returns the index as a plain int."""
+    if isinstance(stage_index, bool):
+        raise ValueError(f"stage_index must be an integer >= 1, got {stage_index!r}")
+    try:
+        index = operator.index(stage_index)
+    except TypeError:
+        raise ValueError(f"stage_index must be an integer >= 1, got {stage_index!r}") from None
+    if index < 1:
+        raise ValueError(f"stage_index must be an integer >= 1 (stages are 1-based), got {index}")
+    return index
 
 
 @register_merge_schedule("constant")

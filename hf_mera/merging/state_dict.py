@@ -1,7 +1,8 @@
 """Merging whole state dicts, key by key, with one registered merge method.
 
-MERA merges only the modality-agnostic LLM (`LLM_KEY_PATTERN`); encoders and connectors are
-per-modality and are "ensembled": taken from the newest model as they are.
+MERA merges only the modality-agnostic LLM θ^LLM (`include=LLM_KEY_PATTERN`); encoders θ^Enc and
+connectors θ^Conn are per-modality and are "ensembled": taken from the newest model as they are.
+MERA's own merge is `mera.mera_merge_state_dict`, which calls `merge_state_dicts` for full fine-tuning.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ from typing import Any
 
 import torch
 
-from .registry import get_merge_method
-from .schedule import MergeSchedule
+from .methods.base import get_merge_method
 
 StateDict = Mapping[str, torch.Tensor]
 KeySelector = str | re.Pattern[str] | Callable[[str], bool] | None
@@ -103,24 +103,3 @@ def merge_state_dicts(
     if n_merged == 0:
         raise ValueError(f"include={include!r} selected no floating-point key to merge")
     return merged
-
-
-def mera_merge_full(
-    previous: StateDict,
-    vanilla: StateDict,
-    stage_index: int,
-    *,
-    include: KeySelector = None,
-    schedule: MergeSchedule | None = None,
-) -> dict[str, torch.Tensor]:
-    """MERA's merge after full fine-tuning: θᵢ = (i−1)/i · θᵢ₋₁ + 1/i · θᵢ,vanilla.
-
-    Args:
-        previous: θᵢ₋₁, the merged (LLM) weights after stage i − 1.
-        vanilla: θᵢ,vanilla, the weights after stage i's standard training.
-        stage_index: i, 1-based (i = 1 returns the vanilla weights).
-        include: keys to merge (None: all; `LLM_KEY_PATTERN` for whole AnyModalityLlava dicts).
-        schedule: c for stage i, θᵢ = θᵢ₋₁ + c · (θᵢ,vanilla − θᵢ₋₁); default "mera", c = 1/i.
-    """
-    coefficient = (schedule or MergeSchedule("mera"))(stage_index)
-    return merge_state_dicts(previous, [vanilla], "interpolate", include=include, coefficient=coefficient)

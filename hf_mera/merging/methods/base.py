@@ -1,11 +1,33 @@
-"""Helpers shared by the merge methods: task vectors, per-model weights, argument checks."""
+"""The registry of merge methods and the argument checks they share.
+
+A merge method is a pure function of tensors, registered by name (mergekit style: a decorator, no
+if/elif chains; unlike mergekit's, a second registration of a name raises)::
+
+    fn(base: Tensor, others: Sequence[Tensor], **kwargs) -> Tensor
+
+`base` is θ_base (θᵢ₋₁ for MERA), `others` the fine-tuned θ_1 … θ_n, all of one shape; the result has
+that shape too. `merge_state_dicts` calls it once per selected key.
+"""
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
+
+from ...registry import Registry
+
+MergeMethod = Callable[..., torch.Tensor]
+
+MERGE_METHODS: Registry[MergeMethod] = Registry("merge method")
+register_merge_method = MERGE_METHODS.register
+get_merge_method = MERGE_METHODS.get
+
+
+def merge(name: str, base: torch.Tensor, others: Sequence[torch.Tensor], **kwargs: Any) -> torch.Tensor:
+    """Shorthand for `get_merge_method(name)(base, others, **kwargs)`."""
+    return get_merge_method(name)(base, others, **kwargs)
 
 
 def check_others(method: str, others: Sequence[torch.Tensor], n: int | None = None) -> None:
@@ -38,16 +60,3 @@ def check_density(method: str, density: float) -> None:
     """Density is the kept fraction of each task vector: (0, 1]. 0 would zero (DARE: divide by 0)."""
     if not 0 < density <= 1:
         raise ValueError(f"merge method {method!r}: density must be in (0, 1], got {density}")
-
-
-def check_stage_index(stage_index: int) -> int:
-    """MCL stages are counted from 1; returns the index as a plain int."""
-    if isinstance(stage_index, bool):
-        raise ValueError(f"stage_index must be an integer >= 1, got {stage_index!r}")
-    try:
-        index = operator.index(stage_index)
-    except TypeError:
-        raise ValueError(f"stage_index must be an integer >= 1, got {stage_index!r}") from None
-    if index < 1:
-        raise ValueError(f"stage_index must be an integer >= 1 (stages are 1-based), got {index}")
-    return index

@@ -6,8 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..registry import register_merge_method
-from ._common import as_weights, check_others
+from .base import as_weights, check_others, register_merge_method
 
 
 @register_merge_method("weight_average")
@@ -25,7 +24,7 @@ def weight_average(
             average). None: the plain mean, w_k = 1 / (n + 1).
 
     MERA's stage-i merge is `weight_average(θᵢ₋₁, [θᵢ,vanilla], [(i−1)/i, 1/i])`
-    (or `mera_running_average`, which gives the same, exactly at i = 1).
+    (or `hf_mera.merging.mera_running_average`, which gives the same, exactly at i = 1).
     """
     check_others("weight_average", others)
     models = torch.stack([base, *others], dim=0)
