@@ -106,7 +106,10 @@ def test_paper_yaml_refuses_root_and_typos_by_name(in_paper_root):
         load_run_config("paper-sequential", {"data": {"paper": {"okvqa": {"data_dir": None}}}})
     with pytest.raises(ValueError, match=r"data\.paper\.okvqa: AdapterConfig\.metric must be one of"):
         load_run_config("paper-sequential", {"data": {"paper": {"okvqa": {"metric": "bleu"}}}})
-    with pytest.raises(ValueError, match="Unknown dataset adapter 'coco'"):
+    with pytest.raises(
+        ValueError,
+        match=r"paper-sequential\.yaml: data\.paper: unknown dataset adapter 'coco'; known: \['audiocaps'",
+    ):
         load_run_config("paper-sequential", {"data": {"paper": {"coco": {"data_dir": "x"}}}})
 
 

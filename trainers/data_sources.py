@@ -12,6 +12,7 @@ from typing import Any
 from datasets import Dataset, concatenate_datasets
 
 from hf_mera.continual.curriculum import DataSection
+from hf_mera.registry import Registry
 
 TASKS = ("caption", "qa")
 
@@ -57,23 +58,17 @@ class DataSource:
             )
 
 
-DATA_SOURCES: dict[str, Callable[[DataSection, list[str], int], DataSource]] = {}
+DataSourceLoader = Callable[[DataSection, list[str], int], DataSource]
+DATA_SOURCES: Registry[DataSourceLoader] = Registry("data source")
 
 
-def register_data_source(name: str):
-    def wrap(fn):
-        if name in DATA_SOURCES:
-            raise ValueError(f"Data source {name!r} is already registered.")
-        DATA_SOURCES[name] = fn
-        return fn
-
-    return wrap
+def register_data_source(name: str) -> Callable[[DataSourceLoader], DataSourceLoader]:
+    """Decorator: `fn(section, modalities, seed) -> DataSource` becomes `data.source: name`."""
+    return DATA_SOURCES.register(name)
 
 
 def load_data_source(section: DataSection, modalities: list[str], seed: int) -> DataSource:
-    if section.source not in DATA_SOURCES:
-        raise ValueError(f"data.source: unknown {section.source!r}; known: {sorted(DATA_SOURCES)}.")
-    return DATA_SOURCES[section.source](section, modalities, seed)
+    return DATA_SOURCES.get(section.source, where="data.source")(section, modalities, seed)
 
 
 @register_data_source("embedded")

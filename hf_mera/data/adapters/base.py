@@ -18,6 +18,7 @@ from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ...registry import Registry
 from ..bad_data import BadItemLog, OnBadItem
 from ..format import Sample, make_sample, samples_to_dataset
 from ..seeding import seeded_rng
@@ -267,27 +268,19 @@ def with_extensions(stem: Path, extensions: tuple[str, ...]) -> list[str]:
     return [str(stem.with_name(stem.name + ext)) for ext in extensions]
 
 
-ADAPTER_REGISTRY: dict[str, type[DatasetAdapter]] = {}
+ADAPTER_REGISTRY: Registry[type[DatasetAdapter]] = Registry(
+    "dataset adapter", base=DatasetAdapter, on_register=lambda name, cls: setattr(cls, "name", name)
+)
 
 
 def register_dataset_adapter(name: str) -> Callable[[type[DatasetAdapter]], type[DatasetAdapter]]:
     """Class decorator adding an adapter to the registry; a repeated name is a ValueError."""
-
-    def decorator(cls: type[DatasetAdapter]) -> type[DatasetAdapter]:
-        if name in ADAPTER_REGISTRY:
-            raise ValueError(f"A dataset adapter named {name!r} is already registered.")
-        cls.name = name
-        ADAPTER_REGISTRY[name] = cls
-        return cls
-
-    return decorator
+    return ADAPTER_REGISTRY.register(name)
 
 
-def get_dataset_adapter(name: str) -> type[DatasetAdapter]:
-    """The adapter class of `name`; ValueError lists the known ones."""
-    if name not in ADAPTER_REGISTRY:
-        raise ValueError(f"Unknown dataset adapter {name!r}; known: {', '.join(sorted(ADAPTER_REGISTRY))}.")
-    return ADAPTER_REGISTRY[name]
+def get_dataset_adapter(name: str, where: str | None = None) -> type[DatasetAdapter]:
+    """The adapter class of `name`; ValueError lists the known ones (after `where`, the config field)."""
+    return ADAPTER_REGISTRY.get(name, where=where)
 
 
 def adapter_config(name: str, fields: Mapping[str, Any], where: str = "data.paper") -> AdapterConfig:
@@ -296,7 +289,7 @@ def adapter_config(name: str, fields: Mapping[str, Any], where: str = "data.pape
     ValueError names `<where>.<name>.<field>` for an unknown dataset, a missing `data_dir`, `root`
     (say `data_dir`) or any other unknown field, listing the accepted ones.
     """
-    get_dataset_adapter(name)  # an unknown dataset name fails here, listing the known ones
+    get_dataset_adapter(name, where=where)  # an unknown dataset name fails here, listing the known ones
     if not isinstance(fields, Mapping):
         raise ValueError(f"{where}.{name} must map AdapterConfig fields to values, got {fields!r}.")
     known = [f.name for f in dataclass_fields(AdapterConfig)]

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ...registry import Registry
 from ..seeding import seeded_rng, stable_int  # noqa: F401 - re-exported for the generators
 
 # One closed vocabulary for all modalities, so that a word-level tokenizer stays small and
@@ -138,25 +139,18 @@ class EmbeddedModality(ABC):
         return items
 
 
-EMBEDDED_MODALITY_REGISTRY: dict[str, type[EmbeddedModality]] = {}
+EMBEDDED_MODALITY_REGISTRY: Registry[type[EmbeddedModality]] = Registry(
+    "embedded-benchmark generator",
+    base=EmbeddedModality,
+    on_register=lambda name, cls: setattr(cls, "name", name),
+)
 
 
 def register_embedded_modality(name: str) -> Callable[[type[EmbeddedModality]], type[EmbeddedModality]]:
     """Class decorator adding a generator to the registry; a repeated name is a ValueError."""
-
-    def decorator(cls: type[EmbeddedModality]) -> type[EmbeddedModality]:
-        if name in EMBEDDED_MODALITY_REGISTRY:
-            raise ValueError(f"An embedded-benchmark generator named {name!r} is already registered.")
-        cls.name = name
-        EMBEDDED_MODALITY_REGISTRY[name] = cls
-        return cls
-
-    return decorator
+    return EMBEDDED_MODALITY_REGISTRY.register(name)
 
 
-def get_embedded_modality(name: str) -> type[EmbeddedModality]:
-    """The generator class of `name`; ValueError lists the known ones."""
-    if name not in EMBEDDED_MODALITY_REGISTRY:
-        known = ", ".join(sorted(EMBEDDED_MODALITY_REGISTRY))
-        raise ValueError(f"No embedded-benchmark generator for modality {name!r}; known: {known}.")
-    return EMBEDDED_MODALITY_REGISTRY[name]
+def get_embedded_modality(name: str, where: str | None = None) -> type[EmbeddedModality]:
+    """The generator class of `name`; ValueError lists the known ones (after `where`, the config field)."""
+    return EMBEDDED_MODALITY_REGISTRY.get(name, where=where)
