@@ -2,7 +2,8 @@
 
 - captions: `compute_cider` (CIDEr-D ×100, equal to pycocoevalcap, no Java; `ptb_tokenize`), also as a
   local 🤗 Evaluate module at `CIDER_METRIC_PATH`;
-- questions: `qa_accuracy` with a `QAJudge` (`ExactMatchJudge`, or the paper's `OpenAIJudge`), and
+- questions: `qa_accuracy` with a `QAJudge` (`ExactMatchJudge`, or the paper's `OpenAIJudge`; by name in
+  `JUDGES`), and
   `vqa_accuracy` for datasets with ten annotator answers per question (OK-VQA);
 - generation: `generate_predictions`, `evaluate_task`;
 - continual-learning metrics (section 5.1): `relative_gain`, `backward_relative_gain`,
@@ -26,6 +27,7 @@ from .judge_prompt import (
     build_judge_messages,
     parse_judge_response,
 )
+from .judge_registry import JUDGES
 from .judges import ExactMatchJudge, OpenAIJudge, QAJudge, Verdict
 from .qa import AccuracyResult, qa_accuracy
 from .relative_gain import (
@@ -56,6 +58,7 @@ __all__ = [
     "CIDER_METRIC_PATH",
     "JUDGE_SYSTEM_PROMPT",
     "JUDGE_USER_PROMPT_TEMPLATE",
+    "JUDGES",
     "METRICS",
     "PTB_PUNCTUATIONS",
     "TASK_METRICS",
