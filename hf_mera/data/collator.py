@@ -110,18 +110,19 @@ class MultimodalCollator:
             values.setdefault(item["modality"], []).append(item.get("value", item.get("path")))
 
     def _pad(self, ids: list[list[int]], labels: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
-        longest = max(len(x) for x in ids)
-        if self.pad_to_multiple_of:
-            longest = -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        # Lazy: trl.trainer.utils costs seconds to import, and evaluation alone never pads for training.
+        from trl.trainer.utils import pad
+
         # Right padding: training only; generation pads on the left through the processor.
-        input_ids = torch.full((len(ids), longest), pad_id, dtype=torch.long)
-        label_ids = torch.full((len(ids), longest), IGNORE_INDEX, dtype=torch.long)
-        attention = torch.zeros((len(ids), longest), dtype=torch.long)
-        for i, (x, y) in enumerate(zip(ids, labels)):
-            input_ids[i, : len(x)] = torch.tensor(x)
-            label_ids[i, : len(y)] = torch.tensor(y)
-            attention[i, : len(x)] = 1
-        return {"input_ids": input_ids, "attention_mask": attention, "labels": label_ids}
+        multiple = self.pad_to_multiple_of or None  # 0 means no rounding, as None does
+        rows = [torch.tensor(x, dtype=torch.long) for x in ids]
+        return {
+            "input_ids": pad(rows, pad_id, "right", multiple),
+            "attention_mask": pad([torch.ones_like(x) for x in rows], 0, "right", multiple),
+            "labels": pad(
+                [torch.tensor(y, dtype=torch.long) for y in labels], IGNORE_INDEX, "right", multiple
+            ),
+        }
 
 
 __all__ = ["MultimodalCollator", "assistant_char_spans", "IGNORE_INDEX"]
