@@ -10,9 +10,11 @@ from __future__ import annotations
 import random
 from importlib import resources
 
+import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from hf_mera.data.collator import IGNORE_INDEX, MultimodalCollator
 
@@ -51,3 +53,148 @@ def test_trl_pad_is_bitwise_the_old_padding(pad_to_multiple_of):
         for key in old:
             assert new[key].dtype == old[key].dtype, key
             assert torch.equal(new[key], old[key]), key
+
+
+# ---- 2. hub encoders: preprocessing defaults from the encoder's own processor ----------------------------
+TINY_VISION = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "image_size": 32,
+    "patch_size": 8,
+}
+# Far from CLIP's and SigLIP's defaults, so a default leaking through is seen.
+HUB_MEAN, HUB_STD = [0.3, 0.4, 0.5], [0.2, 0.25, 0.3]
+
+
+@pytest.fixture(scope="module")
+def siglip_folder(tmp_path_factory):
+    from transformers import SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel
+
+    folder = tmp_path_factory.mktemp("siglip")
+    torch.manual_seed(0)
+    SiglipVisionModel(SiglipVisionConfig(**TINY_VISION)).save_pretrained(folder)
+    SiglipImageProcessor(
+        image_mean=HUB_MEAN, image_std=HUB_STD, size={"height": 32, "width": 32}
+    ).save_pretrained(folder)
+    return str(folder)
+
+
+def _load(encoder_type, name_or_path, **kwargs):
+    from hf_mera.modalities import load_pretrained_encoder
+
+    return load_pretrained_encoder(encoder_type, name_or_path, **kwargs)[0]
+
+
+def test_siglip_processor_gives_the_image_defaults_and_a_new_fingerprint(siglip_folder):
+    from hf_mera.modalities.encoders.transformers_encoder import preprocess_with_hub_defaults
+    from hf_mera.modalities.image import ImagePreprocessor
+
+    encoder = _load("transformers", siglip_folder)
+    resolved = preprocess_with_hub_defaults("image", encoder, {})
+    assert resolved == {"image_size": [32, 32], "image_mean": HUB_MEAN, "image_std": HUB_STD}
+    clip_default = ImagePreprocessor(image_size=32)
+    assert ImagePreprocessor(**resolved).fingerprint() != clip_default.fingerprint()
+    # An explicit YAML value wins over the processor's.
+    explicit = preprocess_with_hub_defaults("image", encoder, {"image_mean": [0.1, 0.1, 0.1]})
+    assert explicit["image_mean"] == [0.1, 0.1, 0.1] and explicit["image_std"] == HUB_STD
+
+    # Same pixels as the SigLIP processor itself computes (a 32² image: no resize on either side).
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    theirs = encoder.hub_processor(images=image, return_tensors="pt")["pixel_values"][0]
+    ours = ImagePreprocessor(**resolved)([image])[0]
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+
+
+def test_clip_processor_crop_size_and_rescale_are_read(tmp_path):
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    from hf_mera.modalities.encoders.transformers_encoder import preprocess_with_hub_defaults
+
+    CLIPVisionModel(CLIPVisionConfig(**TINY_VISION)).save_pretrained(tmp_path)
+    # Rescaled to [0, 2] instead of [0, 1]: mean and std are folded back onto our /255 pixels.
+    CLIPImageProcessor(
+        size={"shortest_edge": 40}, crop_size={"height": 32, "width": 32}, rescale_factor=2 / 255
+    ).save_pretrained(tmp_path)
+    resolved = preprocess_with_hub_defaults("image", _load("transformers", str(tmp_path)), {})
+    assert resolved["image_size"] == [32, 32]
+    from hf_mera.modalities.image import CLIP_IMAGE_MEAN, CLIP_IMAGE_STD
+
+    np.testing.assert_allclose(resolved["image_mean"], np.array(CLIP_IMAGE_MEAN) / 2)
+    np.testing.assert_allclose(resolved["image_std"], np.array(CLIP_IMAGE_STD) / 2)
+
+
+def test_video_frames_take_the_frame_encoders_processor(siglip_folder):
+    from hf_mera.modalities.encoders.transformers_encoder import preprocess_with_hub_defaults
+    from hf_mera.modalities.video import VideoPreprocessor
+
+    encoder = _load(
+        "video_frames", siglip_folder, frame_encoder_type="transformers", num_frames=2, pool_stride=1
+    )
+    resolved = preprocess_with_hub_defaults("video", encoder, {"num_frames": 2})
+    assert resolved == {"num_frames": 2, "image_size": [32, 32], "image_mean": HUB_MEAN, "image_std": HUB_STD}
+    assert (
+        VideoPreprocessor(**resolved).fingerprint()
+        != VideoPreprocessor(num_frames=2, image_size=32).fingerprint()
+    )
+
+
+def test_whisper_feature_extractor_gives_the_audio_defaults(tmp_path):
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
+
+    from hf_mera.modalities.audio import AudioPreprocessor
+    from hf_mera.modalities.encoders.transformers_encoder import preprocess_with_hub_defaults
+
+    config = WhisperConfig(
+        vocab_size=64,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=3,
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        num_mel_bins=16,
+        max_source_positions=50,
+        max_target_positions=8,
+    )
+    WhisperModel(config).save_pretrained(tmp_path)
+    saved = WhisperFeatureExtractor(feature_size=16, chunk_length=1)
+    saved.save_pretrained(tmp_path)
+    resolved = preprocess_with_hub_defaults(
+        "audio", _load("transformers", str(tmp_path)), {"max_seconds": 1.0}
+    )
+    assert resolved["feature_extractor"] == "WhisperFeatureExtractor" and resolved["max_seconds"] == 1.0
+    rebuilt = AudioPreprocessor(**resolved)
+    assert rebuilt._extractor.to_dict() == saved.to_dict()
+    assert rebuilt([(np.zeros(8000, np.float32), 16000)]).shape == (1, 16, 100)
+
+
+def test_a_hub_encoder_without_a_saved_processor_keeps_the_yaml(tmp_path):
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    from hf_mera.modalities.encoders.transformers_encoder import preprocess_with_hub_defaults
+
+    SiglipVisionModel(SiglipVisionConfig(**TINY_VISION)).save_pretrained(tmp_path)
+    encoder = _load("transformers", str(tmp_path))
+    assert encoder.hub_processor is None
+    assert preprocess_with_hub_defaults("image", encoder, {"image_size": 32}) == {"image_size": 32}
+
+
+def test_quickstart_preprocessing_is_unchanged():
+    """The quickstart's encoders are built-ins: its preprocess settings (and fingerprints) stay as they were."""
+    from hf_mera.modalities import get_modality
+    from hf_mera.modalities.encoders.transformers_encoder import preprocess_with_hub_defaults
+
+    for name, modality in QUICKSTART_MODALITIES.items():
+        encoder = _load(modality["encoder_type"], None, **modality.get("encoder_config", {}))
+        preprocess = modality.get("preprocess", {})
+        resolved = preprocess_with_hub_defaults(name, encoder, preprocess)
+        assert resolved == preprocess, name
+        cls = get_modality(name).preprocessor_cls
+        assert cls(**resolved).fingerprint() == cls(**preprocess).fingerprint(), name

@@ -135,6 +135,10 @@ class AudioPreprocessor(ModalityPreprocessor):
             `"WhisperFeatureExtractor"` → log-mel `input_features`), built offline from
             `feature_extractor_kwargs` and applied to the fixed-length waveform.
         feature_extractor_kwargs: kwargs for that class (e.g. `{"feature_size": 80}`).
+
+    With a hub encoder (`"transformers"`: Whisper, AST, ...), the defaults of `feature_extractor`,
+    `feature_extractor_kwargs` and `sampling_rate` come from that encoder's own feature extractor
+    (`kwargs_from_hub`); values given explicitly still win.
     """
 
     modality = "audio"
@@ -174,6 +178,21 @@ class AudioPreprocessor(ModalityPreprocessor):
                 f"{self.sampling_rate}; set one to match the other."
             )
         return extractor
+
+    @staticmethod
+    def kwargs_from_hub(extractor: Any) -> dict[str, Any]:
+        """The settings that rebuild `extractor` (a transformers feature extractor) offline."""
+        # to_dict() is what from_pretrained hands back to the class; the type name is not an argument.
+        kwargs = {
+            k: v
+            for k, v in extractor.to_dict().items()
+            if k not in ("feature_extractor_type", "processor_class")
+        }
+        return {
+            "sampling_rate": int(extractor.sampling_rate),
+            "feature_extractor": type(extractor).__name__,
+            "feature_extractor_kwargs": kwargs,
+        }
 
     def process_item(self, item: Any) -> torch.Tensor:
         waveform, rate = load_audio(item)

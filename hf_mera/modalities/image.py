@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,14 @@ from .base import (
     size_pair,
 )
 
-__all__ = ["CLIP_IMAGE_MEAN", "CLIP_IMAGE_STD", "ImagePreprocessor", "image_to_tensor", "load_image"]
+__all__ = [
+    "CLIP_IMAGE_MEAN",
+    "CLIP_IMAGE_STD",
+    "ImagePreprocessor",
+    "image_kwargs_from_hub",
+    "image_to_tensor",
+    "load_image",
+]
 
 CLIP_IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -87,6 +95,42 @@ def image_to_tensor(
     return (pixels - mean_t) / std_t
 
 
+def image_kwargs_from_hub(processor: Any) -> dict[str, Any]:
+    """`image_size`, `image_mean`, `image_std` implied by a transformers image processor (CLIP's, SigLIP's, ...).
+
+    The size is the crop when the processor crops (CLIP: resize the short side, crop 224²), else its resize
+    target. Its rescale factor is folded into mean and std, as `image_to_tensor` always divides by 255.
+    Our resize stays bicubic and uncropped whatever the processor's own resample and crop.
+    """
+    crop = getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", False) else None
+    size = crop or getattr(processor, "size", None)
+    height, width, edge = (_size_field(size, key) for key in ("height", "width", "shortest_edge"))
+    kwargs: dict[str, Any] = {}
+    if height and width:
+        kwargs["image_size"] = [int(height), int(width)]
+    elif edge:
+        kwargs["image_size"] = int(edge)
+    # processor: (x · r − m) / s on 0–255 pixels; ours: (x / 255 − m') / s', so m' = m / 255r, s' = s / 255r.
+    scale = 255.0 * float(processor.rescale_factor) if getattr(processor, "do_rescale", True) else 255.0
+    scale = 1.0 if math.isclose(scale, 1.0) else scale  # 255 · (1/255) is 1 up to rounding: keep means exact
+    if getattr(processor, "do_normalize", True):
+        mean, std = processor.image_mean, processor.image_std
+    else:
+        mean, std = 0.0, 1.0
+    kwargs["image_mean"] = [float(v) / scale for v in _triple(mean)]
+    kwargs["image_std"] = [float(v) / scale for v in _triple(std)]
+    return kwargs
+
+
+def _size_field(size: Any, key: str) -> Any:
+    # transformers 5 keeps sizes in a `SizeDict` (attributes); older saved processors in plain dicts.
+    return size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+
+
+def _triple(value: Any) -> list[float]:
+    return [float(value)] * 3 if isinstance(value, (int, float)) else [float(v) for v in value]
+
+
 class ImagePreprocessor(ModalityPreprocessor):
     """Images → `[n, 3, H, W]` float tensor.
 
@@ -94,6 +138,9 @@ class ImagePreprocessor(ModalityPreprocessor):
         image_size: int or (height, width) the image is resized to (no crop: the aspect ratio is not kept,
             as in LLaVA's resize-only variants). Default 224.
         image_mean, image_std: per-channel normalisation; CLIP's statistics by default.
+
+    With a hub encoder (`"transformers"`), the defaults come from that encoder's own image processor
+    (`kwargs_from_hub`), so SigLIP gets SigLIP's statistics; values given explicitly still win.
     """
 
     modality = "image"
@@ -107,6 +154,8 @@ class ImagePreprocessor(ModalityPreprocessor):
 
     def process_item(self, item: Any) -> torch.Tensor:
         return image_to_tensor(load_image(item), self.size, self.mean, self.std)
+
+    kwargs_from_hub = staticmethod(image_kwargs_from_hub)
 
 
 register_modality(

@@ -10,7 +10,14 @@ import torch
 from PIL import Image
 
 from .base import ModalityPreprocessor, ModalitySpec, existing_file, is_path, positive_int, register_modality
-from .image import CLIP_IMAGE_MEAN, CLIP_IMAGE_STD, ImagePreprocessor, image_to_tensor, load_image
+from .image import (
+    CLIP_IMAGE_MEAN,
+    CLIP_IMAGE_STD,
+    ImagePreprocessor,
+    image_kwargs_from_hub,
+    image_to_tensor,
+    load_image,
+)
 
 __all__ = ["VideoPreprocessor", "load_video", "sample_frame_indices"]
 
@@ -119,7 +126,8 @@ class VideoPreprocessor(ModalityPreprocessor):
 
     Args:
         num_frames: frames sampled uniformly over the clip (the paper uses 4). Default 4.
-        image_size, image_mean, image_std: per-frame preprocessing, see `ImagePreprocessor`.
+        image_size, image_mean, image_std: per-frame preprocessing, see `ImagePreprocessor`; with a hub
+            frame encoder, its own image processor gives the defaults.
     """
 
     modality = "video"
@@ -134,6 +142,9 @@ class VideoPreprocessor(ModalityPreprocessor):
         self.num_frames = positive_int(type(self).__name__, "num_frames", self.kwargs["num_frames"])
         frame_kwargs = {key: self.kwargs[key] for key in ("image_size", "image_mean", "image_std")}
         self._frames = ImagePreprocessor(**frame_kwargs)  # reuses the image checks and settings
+
+    # Frames are images to the frame encoder: its image processor's settings apply as they are.
+    kwargs_from_hub = staticmethod(image_kwargs_from_hub)
 
     def process_item(self, item: Any) -> torch.Tensor:
         frames = load_video(item, num_frames=self.num_frames)

@@ -13,12 +13,17 @@ The encoder config is the transformers config dict (with `model_type`) plus thes
 Encoder-decoder models (Whisper) keep only their encoder. The number of output tokens comes from the
 config where it says (Whisper: `max_source_positions`), else from a dry run of the cheap embedding layer
 (CLIP, SigLIP, AST), else from a dry run of the whole model on a dummy input.
+
+`from_pretrained` also loads the checkpoint's own preprocessing (`AutoImageProcessor` for pixel inputs,
+else `AutoFeatureExtractor`) as `hub_processor`; `preprocess_with_hub_defaults` turns it into the defaults of
+the modality's preprocessor, so swapping CLIP for SigLIP needs no mean/std in the YAML.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +32,9 @@ from torch import nn
 
 from .base import ModalityEncoder, register_encoder
 
-__all__ = ["TransformersEncoder"]
+__all__ = ["TransformersEncoder", "load_hub_processor", "preprocess_with_hub_defaults"]
+
+logger = logging.getLogger(__name__)
 
 _OWN_KEYS = {"feature_layer": -1, "drop_cls_token": False, "model_class": None, "input_shape": None}
 
@@ -46,6 +53,9 @@ _INPUT_SHAPE_RULES: dict[str, Callable[[Any], tuple[int, ...]]] = {
 _SEQUENCE_LENGTH_RULES: dict[str, Callable[[Any], int]] = {
     "whisper": lambda c: c.max_source_positions,
 }
+# Keyword arguments of `from_pretrained` that say where the files are, and so apply to the processor too
+# (others, such as `dtype`, would be stored on it as settings).
+_HUB_LOCATION_KEYS = ("revision", "cache_dir", "token", "local_files_only", "force_download", "subfolder")
 # Learned tokens that embedding layers prepend to the patch sequence.
 _PREFIX_TOKEN_ATTRIBUTES = ("class_embedding", "cls_token", "distillation_token")
 
@@ -133,6 +143,40 @@ def _grid_and_prefix(module: nn.Module, input_shape: tuple[int, ...], seq_len: i
     return None, sum(hasattr(embeddings, attr) for attr in _PREFIX_TOKEN_ATTRIBUTES)
 
 
+def load_hub_processor(name_or_path: str, main_input_name: str, **hub_kwargs: Any) -> Any | None:
+    """The checkpoint's own preprocessing: its image processor for pixel inputs, else its feature extractor;
+    None (logged) when it ships none, and the modality's built-in defaults apply."""
+    from transformers import AutoFeatureExtractor, AutoImageProcessor
+
+    auto = AutoImageProcessor if main_input_name == "pixel_values" else AutoFeatureExtractor
+    location = {key: value for key, value in hub_kwargs.items() if key in _HUB_LOCATION_KEYS}
+    try:
+        return auto.from_pretrained(name_or_path, **location)
+    except (OSError, ValueError) as err:  # no preprocessor_config.json, or a type transformers lacks
+        logger.info(
+            "%s has no usable %s (%s); preprocessing keeps its defaults.", name_or_path, auto.__name__, err
+        )
+        return None
+
+
+def preprocess_with_hub_defaults(
+    modality: str, encoder: nn.Module, preprocess: dict[str, Any]
+) -> dict[str, Any]:
+    """`preprocess` (a modality's YAML settings) over the defaults its hub encoder's own processor implies.
+
+    Keys given in `preprocess` win. Encoders loaded without a hub processor (built-ins, `from_config`)
+    leave `preprocess` as it is. A `"video_frames"` encoder answers for its frame encoder.
+    """
+    from hf_mera.modalities import get_modality  # lazy: hf_mera.modalities imports this module
+
+    hub_encoder = getattr(encoder, "frame_encoder", encoder)
+    processor = getattr(hub_encoder, "hub_processor", None)
+    kwargs_from_hub = getattr(get_modality(modality).preprocessor_cls, "kwargs_from_hub", None)
+    if processor is None or kwargs_from_hub is None:
+        return dict(preprocess)
+    return {**kwargs_from_hub(processor), **preprocess}
+
+
 @register_encoder("transformers")
 class TransformersEncoder(ModalityEncoder):
     """Wraps a transformers encoder; features are `hidden_states[feature_layer]` (see module docstring)."""
@@ -152,6 +196,7 @@ class TransformersEncoder(ModalityEncoder):
         self.num_prefix_tokens = 0 if self.drop_cls_token else prefix
         self.num_tokens = seq_len - prefix if self.drop_cls_token else seq_len
         self.hidden_size = int(self.model.config.hidden_size)
+        self.hub_processor: Any | None = None  # set by from_pretrained; see preprocess_with_hub_defaults
 
     def _check_feature_layer(self, layer: Any) -> int:
         layers = getattr(self.model.config, "num_hidden_layers", None)
@@ -177,7 +222,8 @@ class TransformersEncoder(ModalityEncoder):
         **hf_kwargs: Any,
     ) -> TransformersEncoder:
         """`AutoModel.from_pretrained(name_or_path, **hf_kwargs)` (or `model_class`, e.g. `"CLIPVisionModel"`
-        to take the vision tower of a full CLIP checkpoint); hub ids and local folders both work."""
+        to take the vision tower of a full CLIP checkpoint); hub ids and local folders both work. The
+        checkpoint's own image processor / feature extractor, if any, becomes `hub_processor`."""
         if name_or_path is None:
             raise ValueError("The 'transformers' encoder needs a hub id or a folder to load weights from.")
         module = _encoder_part(_resolve_model_class(model_class).from_pretrained(name_or_path, **hf_kwargs))
@@ -188,7 +234,9 @@ class TransformersEncoder(ModalityEncoder):
             "input_shape": input_shape,
         }
         hf_config = json.loads(module.config.to_json_string(use_diff=False))
-        return cls(cls.resolve_config({**hf_config, **own}), module=module)
+        encoder = cls(cls.resolve_config({**hf_config, **own}), module=module)
+        encoder.hub_processor = load_hub_processor(name_or_path, encoder.main_input_name, **hf_kwargs)
+        return encoder
 
     def forward(self, values: torch.Tensor) -> torch.Tensor:
         self.check_input(values)
