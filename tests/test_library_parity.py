@@ -7,7 +7,10 @@ where the results must stay bitwise identical.
 
 from __future__ import annotations
 
+import json
 import random
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 
 import numpy as np
@@ -198,3 +201,44 @@ def test_quickstart_preprocessing_is_unchanged():
         assert resolved == preprocess, name
         cls = get_modality(name).preprocessor_cls
         assert cls(**resolved).fingerprint() == cls(**preprocess).fingerprint(), name
+
+
+# ---- 3. the judge's back-off: kept, because huggingface_hub's refuses non-hub endpoints offline ----------
+class _Echo(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = json.dumps({"choices": [{"message": {"content": "{'pred': 'yes', 'score': 5}"}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_hub_http_backoff_cannot_reach_a_local_judge_offline(monkeypatch, tmp_path):
+    """Why `OpenAIJudge._post` does not use `huggingface_hub.utils.http_backoff`: with `HF_HUB_OFFLINE=1`
+    (an offline lab, this suite) the hub's shared client refuses every URL, a local vLLM judge included.
+    Should this test fail, that reason is gone: see the comment in `OpenAIJudge._post`."""
+    from huggingface_hub.errors import OfflineModeIsEnabled
+    from huggingface_hub.utils import http_backoff
+
+    from hf_mera.evaluation.judges import OpenAIJudge
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+        with pytest.raises(OfflineModeIsEnabled):
+            http_backoff("POST", url + "/chat/completions", json={}, max_retries=0, timeout=5)
+        judge = OpenAIJudge(
+            model="m", base_url=url, api_key_env="HF_MERA_TEST_NO_KEY", max_retries=0, timeout=5
+        )
+        assert judge.judge("q", "yes", "yes").correct
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)

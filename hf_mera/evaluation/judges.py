@@ -183,6 +183,12 @@ class OpenAIJudge:
         return headers
 
     def _post(self, payload: dict) -> dict:
+        # Not huggingface_hub's `http_backoff` (2.x: httpx2 through the hub's shared client), because it
+        # cannot keep this behaviour: with HF_HUB_OFFLINE=1 its client refuses every URL, a local vLLM
+        # judge in an offline lab included (tests/test_library_parity.py); it sleeps the server's
+        # Retry-After + 1 s uncapped by `max_backoff`; it returns a 200 whose body is not JSON instead of
+        # retrying it; it cannot count attempts (`num_requests`); and it stamps a hub trace id on requests
+        # to third-party servers.
         data = json.dumps(payload).encode("utf-8")
         last_error: Exception | None = None
         for attempt in range(self.max_retries + 1):
