@@ -2,7 +2,7 @@
 
 A reader (a resumed run, another process, the hub uploader) then sees either the old content or the
 new one, never half of a file, and a crash mid-write loses nothing already published. Every place in
-hf_mera that publishes a result goes through these three functions.
+hf_mera that publishes a result goes through these functions.
 """
 
 from __future__ import annotations
@@ -16,17 +16,31 @@ from pathlib import Path
 from typing import Any
 
 
-def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
-    """Write `text` to `path` through a temporary file in the same folder and `os.replace`."""
+@contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside `path` to write a file of any kind to (a safetensors file, a figure); on
+    success it replaces `path`, on an exception it is removed and `path` is left as it was::
+
+        with atomic_file(folder / "features.safetensors") as tmp:
+            save_file(tensors, tmp)
+
+    The temporary name keeps `path`'s suffix, so writers that pick a format by extension still work.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     try:
-        tmp.write_text(text, encoding=encoding)
+        yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
+    """Write `text` to `path` through a temporary file in the same folder and `os.replace`."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding=encoding)
+    return Path(path)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, **dumps_kwargs: Any) -> Path:
@@ -59,4 +73,4 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     os.replace(tmp, path)
 
 
-__all__ = ["atomic_directory", "atomic_write_json", "atomic_write_text"]
+__all__ = ["atomic_directory", "atomic_file", "atomic_write_json", "atomic_write_text"]

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from hf_mera.atomic import atomic_directory, atomic_write_json, atomic_write_text
+from hf_mera.atomic import atomic_directory, atomic_file, atomic_write_json, atomic_write_text
 from hf_mera.registry import Registry
 
 
@@ -58,3 +58,16 @@ def test_atomic_directory_keeps_the_old_folder_when_building_fails(tmp_path):
     with atomic_directory(target) as tmp:
         (tmp / "stage.json").write_text("new")
     assert (target / "stage.json").read_text() == "new"
+
+
+def test_atomic_file_keeps_the_suffix_and_the_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "features.safetensors"
+    with atomic_file(target) as tmp:
+        assert tmp.parent == tmp_path and tmp.suffix == ".safetensors" and tmp != target
+        tmp.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_file(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("crash mid-write")
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["features.safetensors"]
