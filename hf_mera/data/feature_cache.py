@@ -17,11 +17,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from ..atomic import atomic_file, atomic_write_text
 
 if TYPE_CHECKING:
     import torch
@@ -117,22 +118,15 @@ class FeatureCache:
         from safetensors.torch import save_file
 
         path = self.entry_path(content_key, fingerprint)
-        path.parent.mkdir(parents=True, exist_ok=True)
         label = self.folder(fingerprint) / "FINGERPRINT.txt"
         if not label.exists():  # for people browsing the cache: which encoder a folder belongs to
-            label.write_text(fingerprint + "\n", encoding="utf-8")
-        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{content_key[:16]}.", suffix=".tmp")
-        os.close(handle)
-        try:
-            # clone(): a row of a batch shares the batch's storage, which safetensors refuses to save alone.
-            tensor = features.detach().to("cpu").contiguous().clone()
+            atomic_write_text(label, fingerprint + "\n")
+        # clone(): a row of a batch shares the batch's storage, which safetensors refuses to save alone.
+        tensor = features.detach().to("cpu").contiguous().clone()
+        with atomic_file(path) as tmp:
             save_file(
                 {_TENSOR_NAME: tensor}, tmp, metadata={"fingerprint": fingerprint, "content_key": content_key}
             )
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         return path
 
     # ---- batches ------------------------------------------------------------------------------
@@ -195,7 +189,8 @@ class FeatureCache:
         folder = self.folder(fingerprint)
         if not folder.is_dir():
             return 0
-        count = sum(1 for _ in folder.rglob("*.safetensors"))
+        # Entries only: not the ".tmp-…" file of a write that was killed mid-way.
+        count = sum(1 for entry in folder.rglob("*.safetensors") if not entry.name.startswith("."))
         shutil.rmtree(folder)
         return count
 
