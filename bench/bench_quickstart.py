@@ -86,9 +86,7 @@ def main() -> int:
     )
     print(f"ratio to the reference workload: {seconds / reference:.0f}x")
     print(f"within budget: {'yes' if seconds <= BUDGET_SECONDS else 'NO'}")
-    phases = re.findall(
-        r"(\d\d:\d\d:\d\d),\d+ INFO trainers\.merge_and_realign: phase (\S+) \(\w+\): running", log
-    )
+    phases = re.findall(r"(\d\d:\d\d:\d\d),\d+ INFO trainers\.workspace: phase (\S+) \(\w+\): running", log)
     if phases:
         print(
             f"{len(phases)} phases trained; first {phases[0][1]} at {phases[0][0]}, last {phases[-1][1]} at {phases[-1][0]}"

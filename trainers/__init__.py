@@ -5,8 +5,10 @@
   continual-learning plugins' loss penalties;
 - `RealignTrainer` / `RealignConfig`: MERA's realigning of every seen modality's connector.
 
-`MergeAndRealignTrainer` (`trainers.merge_and_realign`) runs them stage after stage. Importing this
-package imports trl (slow); the submodules can be imported one by one.
+`MergeAndRealignTrainer` (`trainers.merge_and_realign`) runs them stage after stage, one method per
+file in `trainers/methods/`; `trainers.runner.run_curriculum` runs every method of a curriculum on
+one `Workspace` (data, phase store, features, evaluation). Importing this package imports trl
+(slow); the submodules can be imported one by one.
 """
 
 from .configs import ConnectorPretrainConfig, InstructionTuningConfig, RealignConfig

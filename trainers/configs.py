@@ -1,9 +1,8 @@
 """Configs of the three training phases of a stage, trl's `SFTConfig` with the paper's defaults.
 
-Defaults follow MERA's Table 9 (appendix C): cosine decay, warm-up 0.03 of the steps, one epoch;
-connector pre-training at lr 1e-3, batch 128; instruction tuning with LoRA (rank 128, alpha 128, on
-every linear module of the LLM) at lr 2e-4 for the LLM and 2e-5 for the connector, batch 16;
-realigning the connectors at lr 2e-5, batch 16.
+The defaults (MERA's Table 9 and appendix C.1) are written once, in
+`hf_mera.continual.phase_settings`, and taken from there (`paper_default`): the curriculum YAML and
+a trainer built by hand start from the same values.
 
 Settings every phase needs, whatever the hardware:
 - `remove_unused_columns=False` and `dataset_kwargs={"skip_prepare_dataset": True}`: the rows stay
@@ -21,20 +20,24 @@ from typing import Any
 
 from trl import SFTConfig
 
+from hf_mera.continual.phase_settings import (
+    ConnectorPretrainSettings,
+    InstructionTuningSettings,
+    PhaseSettings,
+    RealignSettings,
+    paper_default,
+)
+
 
 @dataclass
 class _PhaseConfig(SFTConfig):
     """Defaults shared by the three phases; see the module docstring."""
 
     # Table 9: cosine decay, warm-up 0.03, one epoch.
-    num_train_epochs: float = field(
-        default=1.0, metadata={"help": "Total number of training epochs (paper: 1)."}
-    )
-    lr_scheduler_type: str = field(
-        default="cosine", metadata={"help": "The scheduler type to use (paper: cosine decay)."}
-    )
+    num_train_epochs: float = paper_default(PhaseSettings, "num_train_epochs")
+    lr_scheduler_type: str = paper_default(PhaseSettings, "lr_scheduler_type")
     warmup_steps: float = field(
-        default=0.03,
+        default=PhaseSettings.warmup_ratio,
         metadata={
             "help": "Linear warm-up: an int is a number of steps, a float in [0, 1) a fraction of the training steps "
             "(paper: 0.03)."
@@ -125,12 +128,8 @@ class ConnectorPretrainConfig(_PhaseConfig):
     Defaults: Table 9 "Pre-training" (lr 1e-3, batch 128, cosine, warm-up 0.03, one epoch).
     """
 
-    learning_rate: float = field(
-        default=1e-3, metadata={"help": "Learning rate of the connector (paper: 1e-3)."}
-    )
-    per_device_train_batch_size: int = field(
-        default=128, metadata={"help": "Batch size per device (paper: 128, on one GPU)."}
-    )
+    learning_rate: float = paper_default(ConnectorPretrainSettings, "learning_rate")
+    per_device_train_batch_size: int = paper_default(ConnectorPretrainSettings, "per_device_train_batch_size")
 
 
 @dataclass
@@ -141,25 +140,12 @@ class InstructionTuningConfig(_PhaseConfig):
     (LoRA on all linear modules of the LLM, rank 128, alpha 128).
     """
 
-    learning_rate: float = field(
-        default=2e-4, metadata={"help": "Learning rate of the LLM's trainable weights (paper: 2e-4)."}
-    )
-    connector_learning_rate: float = field(
-        default=2e-5, metadata={"help": "Learning rate of the modality's connector (paper: 2e-5)."}
-    )
-    per_device_train_batch_size: int = field(
-        default=16, metadata={"help": "Batch size per device (paper: 16, on one GPU)."}
-    )
-    use_lora: bool = field(
-        default=True,
-        metadata={
-            "help": "LoRA on every linear module of the LLM (paper); False trains all of the LLM's weights."
-        },
-    )
-    lora_r: int = field(default=128, metadata={"help": "LoRA rank (paper: 128)."})
-    lora_alpha: int = field(
-        default=128, metadata={"help": "LoRA alpha; the update is scaled by alpha / r (paper: 128)."}
-    )
+    learning_rate: float = paper_default(InstructionTuningSettings, "learning_rate")
+    connector_learning_rate: float = paper_default(InstructionTuningSettings, "connector_learning_rate")
+    per_device_train_batch_size: int = paper_default(InstructionTuningSettings, "per_device_train_batch_size")
+    use_lora: bool = paper_default(InstructionTuningSettings, "use_lora")
+    lora_r: int = paper_default(InstructionTuningSettings, "lora_r")
+    lora_alpha: int = paper_default(InstructionTuningSettings, "lora_alpha")
     lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch's input."})
 
     def __post_init__(self):
@@ -177,12 +163,8 @@ class RealignConfig(_PhaseConfig):
     Defaults: Table 9 "Realigning" (lr 2e-5, batch 16, cosine, warm-up 0.03, one epoch).
     """
 
-    learning_rate: float = field(
-        default=2e-5, metadata={"help": "Learning rate of the connectors (paper: 2e-5)."}
-    )
-    per_device_train_batch_size: int = field(
-        default=16, metadata={"help": "Batch size per device (paper: 16, on one GPU)."}
-    )
+    learning_rate: float = paper_default(RealignSettings, "learning_rate")
+    per_device_train_batch_size: int = paper_default(RealignSettings, "per_device_train_batch_size")
     ddp_find_unused_parameters: bool | None = field(
         default=True,
         metadata={
@@ -192,4 +174,20 @@ class RealignConfig(_PhaseConfig):
     )
 
 
-__all__ = ["ConnectorPretrainConfig", "InstructionTuningConfig", "RealignConfig"]
+def phase_args(
+    config_cls: type[_PhaseConfig], settings: PhaseSettings, output_dir, seed: int, progress: bool
+):
+    """The trainer config of one phase of a run: the curriculum's `settings` (and their `extra`), the
+    run's seed, the phase's temporary folder, and what a run needs on every machine (no progress bars
+    on non-main processes, a CPU run when there is no GPU)."""
+    import torch
+
+    kwargs = settings.trainer_kwargs()
+    kwargs.setdefault("disable_tqdm", not progress)
+    kwargs.setdefault("logging_steps", 50)
+    if not torch.cuda.is_available():
+        kwargs.setdefault("use_cpu", True)
+    return config_cls(output_dir=str(output_dir / "trainer"), seed=seed, **kwargs)
+
+
+__all__ = ["ConnectorPretrainConfig", "InstructionTuningConfig", "RealignConfig", "phase_args"]

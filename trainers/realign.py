@@ -1,8 +1,16 @@
-"""MERA's realigning: retune every seen modality's connector to the merged LLM on replay data."""
+"""MERA's realignment (paper section 4.2): retune every seen modality's connector to the merged LLM
+on replay data Rᵢ drawn from D₁…Dᵢ.
+
+- `RealignTrainer`: the phase trainer (connectors of the seen modalities train; nothing else);
+- `realign_phase`: the stage transition, which draws Rᵢ (`hf_mera.data.replay.replay_for_realign`:
+  r % of each seen modality's data, per task) and runs the trainer as a stored phase.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from ._common import MultimodalSFTTrainer, check_modalities, train_only
@@ -11,6 +19,10 @@ from .configs import RealignConfig
 if TYPE_CHECKING:
     from datasets import Dataset
     from torch import nn
+
+    from hf_mera.continual.plugins import StageContext
+
+    from .checkpoints import Checkpoint
 
 
 class RealignTrainer(MultimodalSFTTrainer):
@@ -53,4 +65,39 @@ class RealignTrainer(MultimodalSFTTrainer):
         train_only(self.model, (p for name in self.modalities for p in connectors[name].parameters()))
 
 
-__all__ = ["RealignTrainer"]
+def realign_phase(method, stage: StageContext, checkpoint: Checkpoint) -> Checkpoint:
+    """Realign the connectors of `stage.seen` on `checkpoint` with r = `method.method.replay_ratio`.
+
+    `method` is the `MergeAndRealignTrainer` running the curriculum (its workspace, settings and
+    phase bookkeeping); the replay rows drawn are written to `replay_ids.json` in the checkpoint.
+    """
+    from hf_mera.data.replay import replay_for_realign
+
+    ws, run, ratio = method.ws, method.run, method.method.replay_ratio
+    settings = run.training.realign
+    seen = list(stage.seen)
+    replay, replay_record = replay_for_realign(
+        stage.index, list(stage.order), {m: ws.data.train(m) for m in seen}, ratio=ratio, seed=run.seed
+    )
+    description = {"phase": "realign", "modalities": seen, "replay_ratio": ratio, **asdict(settings)}
+
+    def build(model, processor, tmp):
+        for modality in seen:
+            ws.features.ensure(model, processor, modality)
+        trainer = RealignTrainer(
+            model=model,
+            modalities=seen,
+            args=method.trainer_args(RealignConfig, settings, tmp),
+            train_dataset=replay,
+            processing_class=processor,
+            data_collator=ws.features.collator(processor),
+        )
+        trainer.train()
+        if ws.is_main:
+            (tmp / "replay_ids.json").write_text(json.dumps(replay_record.to_dict(), indent=2, default=str))
+        return trainer.model, processor
+
+    return method.phase(f"realign-{stage.modality}", checkpoint, description, build)
+
+
+__all__ = ["RealignTrainer", "realign_phase"]

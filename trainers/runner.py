@@ -9,9 +9,12 @@ from pathlib import Path
 
 import yaml
 
+from hf_mera.atomic import atomic_write_json, atomic_write_text
 from hf_mera.continual.curriculum import PAPER_ORDERS, RunConfig
 
-from .merge_and_realign import MethodRecord, Workspace, build_method
+from .methods import build_method
+from .records import MethodRecord
+from .workspace import Workspace
 
 logger = logging.getLogger(__name__)
 
@@ -21,9 +24,9 @@ def _order_name(order: list[str]) -> str:
 
 
 def _expert_scores(records: list[MethodRecord]) -> dict[str, dict[str, float]]:
-    """S_sup per modality and task, from the run's `experts` method (empty when it has none)."""
+    """S_sup per modality and task, from the run's reference method, the experts (empty if none)."""
     for record in records:
-        if record.type == "experts":
+        if record.reference:
             return {stage.modality: stage.scores[stage.modality] for stage in record.stages}
     return {}
 
@@ -69,7 +72,7 @@ def run_curriculum(run: RunConfig, progress: bool = True) -> dict:
     output_dir = Path(run.output_dir)
     if workspace.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "run_config.yaml").write_text(yaml.safe_dump(asdict(run), sort_keys=False))
+        atomic_write_text(output_dir / "run_config.yaml", yaml.safe_dump(asdict(run), sort_keys=False))
     records = []
     for method in run.methods:
         logger.info("=== method %s (%s) ===", method.name, method.type)
@@ -79,23 +82,20 @@ def run_curriculum(run: RunConfig, progress: bool = True) -> dict:
         return {}
 
     experts = _expert_scores(records)
-    continual = [r for r in records if r.type != "experts"]
+    continual = [r for r in records if not r.reference]
     zero = [f"{m}/{t}" for m, tasks in experts.items() for t, score in tasks.items() if score == 0]
     if not experts or not continual or zero:
         # Relative Gains need the experts (S_sup, non-zero) and a continual method: keep the raw scores.
         why = (
             f"the experts scored 0 on {zero}" if zero else "it needs an 'experts' method and a continual one"
         )
-        path = output_dir / "results.json"
-        path.write_text(
-            json.dumps(
-                {
-                    "benchmark_hash": workspace.data.benchmark_hash,
-                    "records": [asdict(r) for r in records],
-                    "relative_gain": None,
-                },
-                indent=2,
-            )
+        path = atomic_write_json(
+            output_dir / "results.json",
+            {
+                "benchmark_hash": workspace.data.benchmark_hash,
+                "records": [asdict(r) for r in records],
+                "relative_gain": None,
+            },
         )
         print(f"Raw scores written to {path}; no Relative Gain because {why}.")
         for record in records:

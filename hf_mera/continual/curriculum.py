@@ -16,6 +16,13 @@ from typing import Any
 
 import yaml
 
+from .phase_settings import (
+    ConnectorPretrainSettings,
+    InstructionTuningSettings,
+    PhaseSettings,
+    RealignSettings,
+    TrainingSection,
+)
 from .schema import deep_merge, from_dict, parse_overrides
 
 PAPER_ORDERS = {
@@ -93,59 +100,6 @@ class DataSection:
             from hf_mera.data.adapters import check_paper_configs
 
             check_paper_configs(self.paper, where="data.paper")
-
-
-@dataclass
-class PhaseSettings:
-    max_steps: int = field(default=-1, metadata={"help": "Optimizer steps (-1: num_train_epochs)."})
-    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs when max_steps is -1."})
-    per_device_train_batch_size: int = field(default=16, metadata={"help": "Batch size per process."})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Gradient accumulation."})
-    learning_rate: float = field(
-        default=2e-5, metadata={"help": "Learning rate (of the LLM for instruction tuning)."}
-    )
-    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Scheduler (paper: cosine decay)."})
-    warmup_ratio: float = field(default=0.03, metadata={"help": "Warm-up fraction (paper: 0.03)."})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
-    extra: dict[str, Any] = field(
-        default_factory=dict,
-        metadata={"help": "Any other field of the phase's trainer config, passed through."},
-    )
-
-
-@dataclass
-class ConnectorPretrainSettings(PhaseSettings):
-    per_device_train_batch_size: int = field(default=128, metadata={"help": "Batch size (paper: 128)."})
-    learning_rate: float = field(default=1e-3, metadata={"help": "Connector learning rate (paper: 1e-3)."})
-
-
-@dataclass
-class InstructionTuningSettings(PhaseSettings):
-    learning_rate: float = field(default=2e-4, metadata={"help": "LLM learning rate (paper: 2e-4)."})
-    connector_learning_rate: float = field(
-        default=2e-5, metadata={"help": "Connector learning rate (paper: 2e-5)."}
-    )
-    use_lora: bool = field(
-        default=True, metadata={"help": "LoRA on every linear module of the LLM; false = full."}
-    )
-    lora_r: int = field(default=128, metadata={"help": "LoRA rank (paper: 128)."})
-    lora_alpha: int = field(default=128, metadata={"help": "LoRA alpha (paper: 128)."})
-
-
-@dataclass
-class TrainingSection:
-    connector_pretrain: ConnectorPretrainSettings = field(
-        default_factory=ConnectorPretrainSettings,
-        metadata={"help": "Connector pre-training on captions (paper: batch 128, lr 1e-3)."},
-    )
-    instruction_tuning: InstructionTuningSettings = field(
-        default_factory=InstructionTuningSettings,
-        metadata={"help": "Instruction tuning of LLM + connector on captions and QA."},
-    )
-    realign: PhaseSettings = field(
-        default_factory=PhaseSettings,
-        metadata={"help": "MERA's realignment (paper: batch 16, lr 2e-5) of all connectors on replay data."},
-    )
 
 
 @dataclass
@@ -318,6 +272,7 @@ __all__ = [
     "ConnectorPretrainSettings",
     "InstructionTuningSettings",
     "TrainingSection",
+    "RealignSettings",
     "MethodConfig",
     "EvaluationSection",
     "PushToHubSection",

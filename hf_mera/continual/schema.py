@@ -34,7 +34,15 @@ def from_dict(cls: type, data: dict[str, Any] | None, path: str = "") -> Any:
     kwargs = {
         name: _coerce(hints[name], value, f"{path}.{name}" if path else name) for name, value in data.items()
     }
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as err:
+        # A section's own check (`__post_init__`) knows its fields, not where the section sits.
+        message = str(err)
+        if path and not message.startswith(path):
+            names_a_field = message.split(":", 1)[0].split(".", 1)[0] in fields
+            raise ValueError(f"{path}.{message}" if names_a_field else f"{path}: {message}") from err
+        raise
 
 
 def _coerce(hint: Any, value: Any, path: str) -> Any:

