@@ -14,6 +14,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..atomic import atomic_file, atomic_write_text
 from .efficiency import EfficiencyRecord, render_efficiency_table
 from .relative_gain import StageOne, mean_over_orders, summarize_over_stages
 from .run_scores import RunScores
@@ -177,9 +178,9 @@ def plot_relative_gain(
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small")
     figure.tight_layout()
-    path = Path(path)
-    figure.savefig(path, dpi=150)
-    return path
+    with atomic_file(path) as tmp:  # the temporary name keeps ".png", which savefig reads the format from
+        figure.savefig(tmp, dpi=150)
+    return Path(path)
 
 
 def write_report(
@@ -229,7 +230,7 @@ def write_report(
         "efficiency": [vars(record) for record in efficiency or []],
     }
     paths = {"json": out / "results.json", "markdown": out / "report.md"}
-    paths["json"].write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    atomic_write_text(paths["json"], json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     paths["backward_plot"] = plot_relative_gain(
         runs, "backward", out / "backward_relative_gain.png", stage_one
     )
@@ -254,7 +255,7 @@ def write_report(
     judges = sorted({str(run.metadata["judge"]) for run in runs if "judge" in run.metadata})
     if judges:
         sections.append("QA judged by: " + ", ".join(judges) + ".")
-    paths["markdown"].write_text("\n\n".join(sections) + "\n", encoding="utf-8")
+    atomic_write_text(paths["markdown"], "\n\n".join(sections) + "\n")
     return paths
 
 

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write_text
 from .relative_gain import StageOne, backward_relative_gain, forward_relative_gain
 
 
@@ -125,9 +126,7 @@ class RunScores:
         return cls(**{k: data[k] for k in known if k in data})
 
     def to_json(self, path: str | os.PathLike) -> None:
-        Path(path).write_text(
-            json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> RunScores:
