@@ -351,7 +351,11 @@ def _remove_stale_builds(target: Path) -> None:
 
 def _publish(tmp: Path, target: Path, replace: bool) -> None:
     """Renames the finished `tmp` to `target`. An existing benchmark there is replaced only when
-    `replace`; otherwise it was published meanwhile by a concurrent build of the same spec, and is kept."""
+    `replace`; otherwise it was published meanwhile by a concurrent build of the same spec, and is kept.
+
+    Not `hf_mera.atomic.atomic_directory`: every process of a multi-process run builds the same default
+    benchmark at once, so each build needs its own temp folder (`mkdtemp`), and a copy another process
+    published (and may be reading) must stay in place rather than be replaced by an identical one."""
     old = None
     if target.exists() and replace:
         old = target.with_name(f".{target.name}.old-{os.getpid()}-{time.time_ns()}")
