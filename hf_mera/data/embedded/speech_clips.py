@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...atomic import atomic_write_text
 from .base import COLORS
 
 SPEECH_DIR = Path(__file__).with_name("speech")
@@ -80,7 +81,7 @@ def main() -> None:
                     soundfile.write(target, data, rate, format="FLAC", subtype="PCM_16")
                     commands[target.name] = " ".join(["espeak-ng", "-w", "<file>", *command[3:]])
     source = {"espeak_ng_version": version.strip(), "files": commands}
-    (SPEECH_DIR / "SOURCE.json").write_text(json.dumps(source, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(SPEECH_DIR / "SOURCE.json", json.dumps(source, indent=2, sort_keys=True) + "\n")
     print(f"Wrote {len(commands)} recordings to {SPEECH_DIR}.")
 
 
