@@ -71,3 +71,42 @@ def test_atomic_file_keeps_the_suffix_and_the_old_file_when_writing_fails(tmp_pa
             raise RuntimeError("crash mid-write")
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["features.safetensors"]
+
+
+def test_every_name_lookup_is_a_registry():
+    from hf_mera.continual.plugins import PLUGIN_REGISTRY
+    from hf_mera.data.adapters import ADAPTER_REGISTRY
+    from hf_mera.data.embedded import EMBEDDED_MODALITY_REGISTRY
+    from hf_mera.evaluation import JUDGES, ExactMatchJudge, OpenAIJudge
+    from hf_mera.modalities import ENCODER_REGISTRY, MODALITY_REGISTRY
+    from hf_mera.models.anymodality_llava import CONNECTOR_REGISTRY
+    from trainers.data_sources import DATA_SOURCES
+
+    registries = [ADAPTER_REGISTRY, EMBEDDED_MODALITY_REGISTRY, JUDGES, ENCODER_REGISTRY, MODALITY_REGISTRY]
+    registries += [CONNECTOR_REGISTRY, DATA_SOURCES]
+    assert all(isinstance(r, Registry) and len(r) for r in registries) and isinstance(
+        PLUGIN_REGISTRY, Registry
+    )
+    assert JUDGES.get("exact_match") is ExactMatchJudge and JUDGES.get("openai") is OpenAIJudge
+    with pytest.raises(
+        ValueError, match=r"^evaluation\.judge: unknown judge 'gpt'; known: \['exact_match', 'openai'\]"
+    ):
+        JUDGES.get("gpt", where="evaluation.judge")
+
+
+def test_a_new_connector_needs_one_registration_only():
+    from torch import nn
+
+    from hf_mera.models.anymodality_llava import CONNECTOR_REGISTRY, ModalityConfig, build_connector
+
+    @CONNECTOR_REGISTRY.register("test_identity")
+    class Identity(nn.Linear):
+        pass
+
+    try:
+        assert (
+            ModalityConfig(name="thermal", connector_type="test_identity").connector_type == "test_identity"
+        )
+        assert isinstance(build_connector("test_identity", 4, 4), Identity)
+    finally:
+        CONNECTOR_REGISTRY._entries.pop("test_identity")  # a test-only name must not leak into other tests
