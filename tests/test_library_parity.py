@@ -110,6 +110,24 @@ def test_siglip_processor_gives_the_image_defaults_and_a_new_fingerprint(siglip_
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
 
 
+def test_adding_a_hub_encoder_modality_saves_its_processors_defaults(siglip_folder, tiny_tokenizer, tmp_path):
+    """Through `model.add_modality`: the processor saved with the model normalises like SigLIP."""
+    from conftest import make_tiny_model
+
+    from hf_mera import AnyModalityProcessor
+    from hf_mera.models.anymodality_llava.configuration_anymodality_llava import ModalityConfig
+    from hf_mera.models.anymodality_llava.modeling_anymodality_llava import load_modality_encoder
+
+    model, processor = make_tiny_model(tiny_tokenizer, modalities=())
+    modality = ModalityConfig.from_dict(
+        {"name": "image", "encoder_type": "transformers", "encoder_name_or_path": siglip_folder}
+    )
+    model.add_modality(modality, encoder=load_modality_encoder(modality), processor=processor)
+    processor.save_pretrained(tmp_path)
+    reloaded = AnyModalityProcessor.from_pretrained(tmp_path).preprocessor("image")
+    assert reloaded.kwargs["image_mean"] == HUB_MEAN and reloaded.kwargs["image_std"] == HUB_STD
+
+
 def test_clip_processor_crop_size_and_rescale_are_read(tmp_path):
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 

@@ -121,6 +121,12 @@ class ModalityPreprocessor(ABC):
     def _validate(self) -> None:  # noqa: B027  (an optional hook, not abstract)
         """Checks `self.kwargs`; raises `ValueError` naming the offending field."""
 
+    @staticmethod
+    def kwargs_from_hub(processor: Any) -> dict[str, Any]:
+        """Defaults implied by a hub encoder's own processor (`AutoImageProcessor` /
+        `AutoFeatureExtractor`); none unless a modality knows how to read it."""
+        return {}
+
     @abstractmethod
     def process_item(self, item: Any) -> torch.Tensor:
         """Loads and preprocesses one item (a path or an in-memory object)."""

@@ -130,14 +130,18 @@ def load_pretrained_encoder(
 def encoder_fingerprint(
     encoder_type: str, encoder_config: dict[str, Any], encoder_module: nn.Module | None = None
 ) -> str:
-    """sha256 hex of the type and config, plus every state-dict tensor when `encoder_module` is given
-    (two encoders with the same architecture but different weights must not share cached features)."""
+    """sha256 hex of the type and config, plus every state-dict tensor and non-persistent buffer when
+    `encoder_module` is given (two encoders with the same architecture but different weights, or
+    different computed buffers such as a mel filterbank, must not share cached features)."""
     digest = hashlib.sha256()
     digest.update(
         json.dumps({"type": encoder_type, "config": encoder_config}, sort_keys=True, default=str).encode()
     )
     if encoder_module is not None:
-        for name, tensor in sorted(encoder_module.state_dict().items()):
+        tensors = dict(encoder_module.state_dict())
+        # Buffers registered with persistent=False are rebuilt by code, not loaded: hash them too.
+        tensors.update({f"buffer:{n}": b for n, b in encoder_module.named_buffers() if n not in tensors})
+        for name, tensor in sorted(tensors.items()):
             flat = tensor.detach().cpu().contiguous().reshape(-1)
             digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
             digest.update(flat.view(torch.uint8).numpy())

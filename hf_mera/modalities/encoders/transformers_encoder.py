@@ -171,10 +171,9 @@ def preprocess_with_hub_defaults(
 
     hub_encoder = getattr(encoder, "frame_encoder", encoder)
     processor = getattr(hub_encoder, "hub_processor", None)
-    kwargs_from_hub = getattr(get_modality(modality).preprocessor_cls, "kwargs_from_hub", None)
-    if processor is None or kwargs_from_hub is None:
+    if processor is None:
         return dict(preprocess)
-    return {**kwargs_from_hub(processor), **preprocess}
+    return {**get_modality(modality).preprocessor_cls.kwargs_from_hub(processor), **preprocess}
 
 
 @register_encoder("transformers")

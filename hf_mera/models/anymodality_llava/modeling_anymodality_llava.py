@@ -20,6 +20,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 
 from .configuration_anymodality_llava import AnyModalityLlavaConfig, ModalityConfig
 from .connectors import QFormerConnector, build_connector
+from .llm_adapters import apply_llm_adapters, normalize_llm_adapters
 
 # The KV cache is never named here. transformers 5.24 renamed it from `past_key_values` to `cache`
 # in model forwards and output classes; like its own multimodal models, these outputs subclass
@@ -60,14 +61,17 @@ def _mark_keep_own_init(module: nn.Module) -> None:
 def load_modality_encoder(modality: ModalityConfig) -> nn.Module:
     """The modality's encoder with its pretrained weights: from `encoder_name_or_path`, or a
     built-in's packaged / deterministic weights. `modality.encoder_type` and `encoder_config` are
-    updated in place to the config that rebuilds exactly this architecture."""
+    updated in place to the config that rebuilds exactly this architecture, and `preprocess` is
+    completed from a hub encoder's own processor (its size, mean and std; YAML values win)."""
     from hf_mera.modalities import get_modality, load_pretrained_encoder
+    from hf_mera.modalities.encoders.transformers_encoder import preprocess_with_hub_defaults
 
     encoder_type = modality.encoder_type or get_modality(modality.name).default_encoder_type
     encoder, encoder_config = load_pretrained_encoder(
         encoder_type, modality.encoder_name_or_path, **modality.encoder_config
     )
     modality.encoder_type, modality.encoder_config = encoder_type, encoder_config
+    modality.preprocess = preprocess_with_hub_defaults(modality.name, encoder, modality.preprocess)
     return encoder
 
 
@@ -116,6 +120,8 @@ class AnyModalityLlavaModel(AnyModalityLlavaPreTrainedModel):
         for name in config.modalities:
             self._add_modality_modules(config.modality(name))
         self.language_model = AutoModel.from_config(config.text_config)
+        if config.llm_adapters:  # a method's modules inside the LLM (e.g. PathWeave's), rebuilt on load
+            apply_llm_adapters(self.language_model, config.llm_adapters)
         self.post_init()
 
     # ---- modalities -------------------------------------------------------------------------
@@ -369,6 +375,15 @@ class AnyModalityLlavaForConditionalGeneration(AnyModalityLlavaPreTrainedModel, 
         suppressed = list(self.generation_config.suppress_tokens or [])
         self.generation_config.suppress_tokens = sorted({*suppressed, modality.token_id})
         return modality
+
+    def set_llm_adapters(self, spec: dict) -> dict:
+        """Build, or grow to `spec`, the adapters a method puts inside the LLM, and record `spec` in
+        `config.llm_adapters` so `from_pretrained` rebuilds them. `spec["type"]` names a registered
+        type (`llm_adapters.LLM_ADAPTER_REGISTRY`, e.g. "pathweave"); returns the checked `spec`."""
+        spec = normalize_llm_adapters(spec, self.modality_names)
+        apply_llm_adapters(self.model.language_model, spec)
+        self.config.llm_adapters = spec
+        return spec
 
     def _tokens_per_item_of(self, modality: ModalityConfig) -> int:
         per_item = modality.token_pool or self.model.encoders[modality.name].num_tokens
