@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import torch
@@ -58,6 +59,9 @@ class InstructionTuningTrainer(MultimodalSFTTrainer):
     weights are in the module itself after `unload()`. (A peft adapter saved with `save_pretrained`
     therefore holds the LoRA factors only; stages are saved as whole models.)
 
+    A method with its own modules in the LLM (PathWeave's adapters) passes them as `train_parameters`
+    with `args.use_lora=False`: they train instead of LoRA or the whole LLM, at `args.learning_rate`.
+
     Continual-learning methods plug in through `plugins`: the sum of their `loss_penalty(model, stage)`
     is added to every training step's loss (`compute_loss`). Their stage hooks are the caller's.
 
@@ -74,6 +78,8 @@ class InstructionTuningTrainer(MultimodalSFTTrainer):
         data_collator: default `MultimodalCollator(processing_class, max_length=args.max_length)`.
         plugins: continual-learning plugins whose loss penalties are added.
         stage: where the run stands; required with `plugins`.
+        train_parameters: LLM-side parameters to train in place of LoRA or the whole LLM (needs
+            `args.use_lora=False`); the connector trains as always, everything else is frozen.
         **kwargs: passed to `SFTTrainer` (not `peft_config`: it follows from `args`).
     """
 
@@ -90,6 +96,7 @@ class InstructionTuningTrainer(MultimodalSFTTrainer):
         data_collator=None,
         plugins: list[ContinualPlugin] | None = None,
         stage: StageContext | None = None,
+        train_parameters: Iterable[nn.Parameter] | None = None,
         **kwargs,
     ):
         who = type(self).__name__
@@ -105,6 +112,10 @@ class InstructionTuningTrainer(MultimodalSFTTrainer):
             )
         self.stage = stage
         args = resolve_args(args, InstructionTuningConfig, who, [modality])
+        if train_parameters is not None:
+            train_parameters = list(train_parameters)
+            if args.use_lora:
+                raise ValueError(f"{who}: train_parameters replace LoRA; set use_lora=False in args.")
         peft_config = None
         if args.use_lora:
             from peft import LoraConfig
@@ -132,6 +143,8 @@ class InstructionTuningTrainer(MultimodalSFTTrainer):
         if args.use_lora:
             # peft left only the LoRA factors trainable; the connector learns in place (class docstring).
             connector.requires_grad_(True)
+        elif train_parameters is not None:
+            train_only(model, [*train_parameters, *connector.parameters()])
         else:
             # `parameters()` yields a tied lm_head once, through the input embeddings.
             llm = [*model.model.language_model.parameters(), *model.lm_head.parameters()]

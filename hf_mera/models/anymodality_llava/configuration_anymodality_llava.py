@@ -106,6 +106,10 @@ class AnyModalityLlavaConfig(PreTrainedConfig):
             One `ModalityConfig` (as a dict) per modality, keyed by name, in the order they were added.
         projector_hidden_act (`str`):
             Activation of the `mlp2x_gelu` connector (LLaVA's projector).
+        llm_adapters (`dict`, *optional*):
+            Adapters a continual-learning method grows inside the language model, rebuilt on load:
+            `{"type": <registered name>, ...its options}`, e.g. PathWeave's `{"type": "pathweave",
+            "rank": 128, "modalities": ["image", "video"]}` (see `llm_adapters.py`).
 
     Example:
     ```python
@@ -122,6 +126,7 @@ class AnyModalityLlavaConfig(PreTrainedConfig):
     text_config: dict | PreTrainedConfig | None = None
     modalities: dict[str, Any] = field(default_factory=dict)
     projector_hidden_act: str = "gelu"
+    llm_adapters: dict[str, Any] | None = None
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
@@ -134,6 +139,9 @@ class AnyModalityLlavaConfig(PreTrainedConfig):
         for name, cfg in self.modalities.items():
             if cfg["name"] != name:
                 raise ValueError(f"Modality key {name!r} does not match its config name {cfg['name']!r}.")
+        from .llm_adapters import normalize_llm_adapters  # lazily, as the connectors: adapters need torch
+
+        self.llm_adapters = normalize_llm_adapters(self.llm_adapters, list(self.modalities))
         # Models whose text config ties embeddings (SmolLM2, Qwen2 small) keep tying them here.
         if not self.tie_word_embeddings and getattr(self.text_config, "tie_word_embeddings", False):
             self.tie_word_embeddings = True
