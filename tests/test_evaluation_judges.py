@@ -257,3 +257,21 @@ def test_qa_accuracy_records_the_judge_model(server, tmp_path):
 def test_openai_judge_rejects_bad_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
         OpenAIJudge(**kwargs)
+
+
+def test_stage_evaluator_builds_the_judge_named_in_the_run():
+    """`evaluation.judge` is looked up in `JUDGES`; a typo names the field and the known judges."""
+    from types import SimpleNamespace
+
+    from hf_mera.evaluation import ExactMatchJudge
+    from trainers.evaluation import StageEvaluator
+
+    def evaluator(judge):
+        settings = SimpleNamespace(judge=judge, judge_kwargs={})
+        return StageEvaluator(SimpleNamespace(run=SimpleNamespace(evaluation=settings)))
+
+    assert isinstance(evaluator("exact_match").judge(), ExactMatchJudge)
+    with pytest.raises(
+        ValueError, match=r"^evaluation\.judge: unknown judge 'gpt'; known: \['exact_match', 'openai'\]"
+    ):
+        evaluator("gpt").judge()

@@ -65,13 +65,10 @@ class StageEvaluator:
         return result.score
 
     def judge(self):
-        from hf_mera.evaluation import ExactMatchJudge, OpenAIJudge
+        """The QA judge named by `evaluation.judge`, built with `evaluation.judge_kwargs`."""
+        from hf_mera.evaluation import JUDGES
 
-        judges = {"exact_match": ExactMatchJudge, "openai": OpenAIJudge}
-        name = self.settings.judge
-        if name not in judges:
-            raise ValueError(f"evaluation.judge: unknown {name!r}; known: {sorted(judges)}.")
-        return judges[name](**self.settings.judge_kwargs)
+        return JUDGES.get(self.settings.judge, where="evaluation.judge")(**self.settings.judge_kwargs)
 
     def cross_modal_accuracy(self, checkpoint: Checkpoint) -> float | None:
         """Accuracy on the cross-modal set (paper Table 3), None when the run has none or skips it."""
