@@ -22,6 +22,7 @@ from hf_mera.data.embedded import (
 )
 from hf_mera.data.embedded import builder as builder_module
 from hf_mera.data.embedded.base import COLORS
+from hf_mera.data.embedded.cache import publish
 from hf_mera.data.embedded.checks import score_text_only
 from hf_mera.data.format import validate_sample
 
@@ -372,5 +373,5 @@ def test_concurrent_build_keeps_the_first_published_copy(tmp_path):
     for folder, text in ((target, "first"), (late, "second")):
         folder.mkdir()
         (folder / "manifest.json").write_text(json.dumps({"who": text}))
-    builder_module._publish(late, target, replace=False)
+    publish(late, target, replace=False)
     assert json.loads((target / "manifest.json").read_text()) == {"who": "first"} and not late.exists()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .builder import EmbeddedBenchmark
+    from .benchmark import EmbeddedBenchmark
 
 
 @dataclass(frozen=True)
