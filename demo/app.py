@@ -9,6 +9,7 @@ videos, audio clips and point clouds (`.npy`, `.ply`, `.obj`, `.glb`; the last o
 viewer) with text; the answer streams in. A file the checkpoint cannot take (too large, unreadable,
 an unsupported type, a modality it has not learned) is answered in the chat, never with a crash.
 
+Finding and loading the checkpoint is in `demo/checkpoints.py`; this file is the chat and the page.
 Only the public API is used: `AutoModelForCausalLM`, `AutoProcessor`, `apply_chat_template`,
 `generate` (plus `hf_mera.modalities.modality_for_path` to route an upload by its extension).
 """
@@ -27,11 +28,20 @@ from pathlib import Path
 
 # Before gradio is imported: no usage statistics leave the machine.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+if not __package__:  # run as `python demo/app.py`: make the `demo` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from demo.checkpoints import (  # noqa: E402
+    QUICKSTART_COMMAND,
+    QUICKSTART_DIR,
+    DemoError,
+    find_quickstart_checkpoint,
+    learned_order,
+    load_checkpoint,
+)
 
 logger = logging.getLogger("hf_mera.demo")
 
-QUICKSTART_DIR = Path("outputs/quickstart")
-QUICKSTART_COMMAND = "accelerate launch hf_mera/run.py"
 POINT_CLOUD_ARRAYS = (".npy", ".npz")
 
 
@@ -50,46 +60,6 @@ class DemoSettings:
     )
 
 
-def find_quickstart_checkpoint(root: Path = QUICKSTART_DIR) -> Path | None:
-    """The final MERA stage of the latest quickstart output, or None when there is none."""
-    import json
-
-    finals = []
-    for info_file in Path(root).glob("*/stage-*/stage.json"):
-        try:
-            info = json.loads(info_file.read_text())
-        except (OSError, ValueError):
-            continue
-        if info.get("method_type") == "mera" and info.get("stage") == len(info.get("order", [])):
-            finals.append(info_file)
-    if not finals:
-        return None
-    return max(finals, key=lambda f: f.stat().st_mtime).parent
-
-
-class DemoError(ValueError):
-    """A problem the user can fix: shown in the chat (or printed by the CLI) as a sentence."""
-
-
-def load_checkpoint(checkpoint: str):
-    """`(model, processor)` from a folder or a hub id (`org/name[@revision]`), via the Auto classes."""
-    from transformers import AutoModelForCausalLM, AutoProcessor
-
-    import hf_mera  # noqa: F401  registers AnyModalityLlava with the Auto classes
-
-    name, _, revision = checkpoint.partition("@")
-    kwargs = {"revision": revision} if revision else {}
-    try:
-        model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
-        processor = AutoProcessor.from_pretrained(name, **kwargs)
-    except (OSError, ValueError) as err:
-        raise DemoError(f"Cannot load checkpoint {checkpoint!r}: {err}") from err
-    if not hasattr(processor, "modalities") or not getattr(model.config, "modalities", None):
-        raise DemoError(f"{checkpoint!r} is not an hf_mera checkpoint: it knows no modality.")
-    model.eval()
-    return model, processor
-
-
 def points_as_spheres(points, max_points: int = 2048):
     """A mesh of one small icosahedron per point: the 3D viewer draws bare points one pixel wide."""
     import numpy as np
@@ -105,23 +75,6 @@ def points_as_spheres(points, max_points: int = 2048):
     mesh = trimesh.Trimesh(vertices, faces, process=False)
     mesh.visual.vertex_colors = [40, 110, 220, 255]
     return mesh
-
-
-def learned_order(checkpoint: str) -> list[str]:
-    """The modalities in the order the curriculum taught them, from the stage's `stage.json` (a
-    published stage folder, local or on the hub); [] when there is none."""
-    import json
-
-    name, _, revision = checkpoint.partition("@")
-    path = Path(name) / "stage.json"
-    try:
-        if not Path(name).is_dir():
-            from huggingface_hub import hf_hub_download
-
-            path = Path(hf_hub_download(name, "stage.json", revision=revision or None))
-        return list(json.loads(path.read_text()).get("seen", []))
-    except Exception:  # no stage.json (a plain checkpoint), offline, or unreadable: order unknown
-        return []
 
 
 def _pretty(modality: str) -> str:
