@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import TINY_CLIP_VISION
 from PIL import Image
 
 from hf_mera.data.collator import IGNORE_INDEX, MultimodalCollator
@@ -59,14 +60,8 @@ def test_trl_pad_is_bitwise_the_old_padding(pad_to_multiple_of):
 
 
 # ---- 2. hub encoders: preprocessing defaults from the encoder's own processor ----------------------------
-TINY_VISION = {
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "image_size": 32,
-    "patch_size": 8,
-}
+# conftest's tiny CLIP tower, as keyword arguments of any vision config (CLIP's or SigLIP's).
+TINY_VISION = {k: v for k, v in TINY_CLIP_VISION.items() if k != "model_type"}
 # Far from CLIP's and SigLIP's defaults, so a default leaking through is seen.
 HUB_MEAN, HUB_STD = [0.3, 0.4, 0.5], [0.2, 0.25, 0.3]
 
