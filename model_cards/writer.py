@@ -59,9 +59,8 @@ def _stage_infos(folder: Path) -> list[dict]:
 
 
 def stage_history(stage_dir: Path, info: dict) -> list[dict]:
-    """This method's published stages up to and including `info` (sorted by stage index)."""
-    if info.get("method_type") == "experts":
-        return [info]  # experts are independent: each is its own one-stage curriculum
+    """This method's published stages up to and including `info` (sorted by stage index). An expert is
+    stage 1 of its own one-modality curriculum, so it has no earlier stage."""
     earlier = [
         other
         for other in _stage_infos(Path(stage_dir).parent)
@@ -73,14 +72,15 @@ def stage_history(stage_dir: Path, info: dict) -> list[dict]:
 
 
 def expert_scores(stage_dir: Path, info: dict) -> dict[str, dict[str, float]]:
-    """S^sup per modality and task from the run's experts (same benchmark), or {} when it has none."""
+    """S^sup per modality and task from the run's experts (the stages of its `reference` method, same
+    benchmark), or {} when it has none."""
     experts: dict[str, dict[str, float]] = {}
     for method_dir in sorted(Path(stage_dir).parent.parent.iterdir()):
         if not method_dir.is_dir():
             continue
         for other in _stage_infos(method_dir):
             if (
-                other.get("method_type") == "experts"
+                other.get("reference")
                 and other.get("benchmark_hash") == info.get("benchmark_hash")
                 and other.get("scores")
                 and other["modality"] in other["scores"]
@@ -183,12 +183,13 @@ def build_stage_card(
     """
     stage_dir = Path(stage_dir)
     seen = list(info["seen"])
-    final = info["stage"] == len(info["order"]) or info.get("method_type") == "experts"
+    # An expert (a `reference` method) is the final model of its own one-modality curriculum.
+    final = info["stage"] == len(info["order"]) or bool(info.get("reference"))
     history = stage_history(stage_dir, info)
     experts = expert_scores(stage_dir, info)
     method = next((m for m in run.methods if m.name == info["method"]), None)
     parameters = asdict(method) if method is not None else {"name": info["method"]}
-    if info.get("method_type") == "mera" or (method is not None and method.realign):
+    if info.get("realign", method is not None and method.realign):
         parameters["realign (training.realign)"] = asdict(run.training.realign)
     parameters["instruction tuning (training.instruction_tuning)"] = asdict(run.training.instruction_tuning)
     parameters["connector pre-training (training.connector_pretrain)"] = asdict(

@@ -27,12 +27,17 @@ MERA = [
 
 def publish(output_dir: Path, method: str, method_type: str, stage: int, modality: str, seen, scores):
     """A published stage folder as `save_stage` leaves it (the weights do not matter to the card)."""
+    from trainers.methods import METHODS
+
+    trainer = METHODS.get(method_type)
     slug = re.sub(r"[^a-z0-9]+", "-", method.lower()).strip("-")
     folder = output_dir / slug / f"stage-{stage}-{modality}"
     folder.mkdir(parents=True)
     info = {
         "method": method,
         "method_type": method_type,
+        "reference": trainer.reference,
+        "realign": trainer.realign,
         "stage": stage,
         "modality": modality,
         "order": ORDER,

@@ -29,6 +29,11 @@ def link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
+# Files of a phase checkpoint that are the run's bookkeeping, not the model: evaluation caches and
+# continual-learning plugins' state (EWC's Fisher), which a stage folder on the hub must not carry.
+PRIVATE_PREFIXES = ("eval-", "plugin-")
+
+
 def publish_stage(
     stage_dir: Path,
     checkpoint: Checkpoint,
@@ -45,7 +50,11 @@ def publish_stage(
     """
     with atomic_directory(stage_dir) as tmp:
         for source in checkpoint.path.iterdir():
-            if source.is_file() and source.name != COMPLETE_MARKER and not source.name.startswith("eval-"):
+            if (
+                source.is_file()
+                and source.name != COMPLETE_MARKER
+                and not source.name.startswith(PRIVATE_PREFIXES)
+            ):
                 link_or_copy(source, tmp / source.name)
         (tmp / "stage.json").write_text(json.dumps(info, indent=2))
         on_saved(tmp, info)
@@ -65,6 +74,9 @@ class StagePublisher:
             info = {
                 "method": self.method.name,
                 "method_type": self.method.type,
+                # What the method is, for readers of the folder (the card): no test of its type name.
+                "reference": self.reference,
+                "realign": self.realign,
                 "stage": stage.index,
                 "modality": stage.modality,
                 "order": list(self.run.order),
