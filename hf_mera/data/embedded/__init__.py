@@ -5,7 +5,8 @@
     >>> bench.dataset("video", "qa", "train")[0]["messages"]
     >>> bench.cross_modal_test()
 
-One module per modality registers its generator; `builder` writes and serves the benchmark.
+One module per modality registers its generator; `builder` builds the benchmark (with `spec`, `cache`,
+`manifest` and `writer`) and `benchmark` reads it back.
 """
 
 # Importing the generator modules registers them.
