@@ -9,7 +9,10 @@ from .base import (
     ContinualPlugin,
     StageContext,
     build_plugin,
+    load_plugin_states,
+    plugin_state_file,
     register_plugin,
+    save_plugin_states,
     total_penalty,
 )
 
@@ -18,6 +21,12 @@ __all__ = [
     "PLUGIN_REGISTRY",
     "StageContext",
     "build_plugin",
+    "load_plugin_states",
+    "plugin_state_file",
     "register_plugin",
+    "save_plugin_states",
     "total_penalty",
 ]
+
+# Imported for their registration.
+from . import ewc, replay  # noqa: E402, F401

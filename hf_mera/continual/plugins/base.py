@@ -12,6 +12,11 @@ hook                         what a method does there                    called 
 `on_stage_end`               estimate importances (EWC's Fisher)         the orchestrator
 ===========================  ==========================================  ====================
 
+A plugin that carries state from one stage to the next (EWC's Fisher and anchor) exposes it as
+`state_dict()` / `load_state_dict()`: the orchestrator saves it with the stage's instruction-tuning
+checkpoint after `on_stage_end` and loads it back whenever that checkpoint is reused, so a resumed
+run continues with the state an uninterrupted run would have.
+
 A stage spans connector pre-training, instruction tuning, merging and realigning, so the stage hooks
 belong to whoever runs the stage (`trainers.MergeAndRealignTrainer`); only the loss penalty lives in
 a trainer (`trainers.InstructionTuningTrainer.compute_loss`, the one place the loss is changed).
@@ -27,8 +32,10 @@ Plugins are registered by name so a curriculum YAML can list them::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from hf_mera.registry import Registry
@@ -51,6 +58,9 @@ class StageContext:
             realigns); derived when not given.
         output_dir: the stage's output folder, for plugins that keep files (e.g. Fisher matrices).
         seed: the run's seed, for plugins that sample (e.g. replay).
+        train_sets: the instruction-tuning data D_j of every modality of `order` (captions and QA,
+            with a `task` column), for plugins that draw on earlier stages' data (replay's Rᵢ from
+            D₁…Dᵢ₋₁); None when the caller has none to give.
     """
 
     index: int
@@ -59,6 +69,7 @@ class StageContext:
     seen: tuple[str, ...] | None = None
     output_dir: str | None = None
     seed: int = 0
+    train_sets: Mapping[str, Dataset] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         # frozen: plugins share one context, so none may change what another sees.
@@ -111,8 +122,39 @@ class ContinualPlugin:
         """
         return None
 
-    def on_stage_end(self, stage: StageContext, model: nn.Module, train_dataset: Dataset) -> None:
-        """After the stage's final model exists (e.g. estimate EWC's Fisher on `train_dataset`)."""
+    def on_stage_end(
+        self,
+        stage: StageContext,
+        model: nn.Module,
+        train_dataset: Dataset,
+        data_collator: Callable[[list[dict]], dict] | None = None,
+    ) -> None:
+        """After the stage's instruction tuning, with its plain model (e.g. estimate EWC's Fisher).
+
+        Args:
+            stage: the stage that just trained.
+            model: the plain `AnyModalityLlava` it produced (LoRA merged in).
+            train_dataset: the rows it trained on (after `transform_train_dataset`).
+            data_collator: the training collator (rows → model inputs; with cached encoder features
+                it looks them up), for plugins that run the model on `train_dataset`.
+        """
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """What the plugin must carry into later stages, as named tensors (empty: stateless).
+
+        Saved as `plugin-<name>.safetensors` beside the instruction-tuning checkpoint of each stage
+        (after `on_stage_end`) and given back to `load_state_dict` when that checkpoint is reused.
+        """
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Restore what `state_dict()` returned; the default accepts only an empty state."""
+        if state:
+            raise ValueError(f"Plugin {self.name!r} keeps no state, got keys {sorted(state)[:5]}.")
+
+    def state_nbytes(self) -> int:
+        """Memory the plugin's state holds, in bytes (its cost in the paper's Table 6 sense)."""
+        return sum(t.numel() * t.element_size() for t in self.state_dict().values())
 
 
 def _set_name(name: str, cls: type[ContinualPlugin]) -> None:
@@ -135,6 +177,44 @@ def build_plugin(name: str, **kwargs: Any) -> ContinualPlugin:
     return PLUGIN_REGISTRY.get(name, where="methods[].plugins[].name")(**kwargs)
 
 
+def plugin_state_file(plugin: ContinualPlugin) -> str:
+    """The file a plugin's state is saved in: `plugin-<name>.safetensors`."""
+    return f"plugin-{plugin.name}.safetensors"
+
+
+def save_plugin_states(plugins: Sequence[ContinualPlugin], folder: str | os.PathLike) -> list[str]:
+    """Write each stateful plugin's `state_dict()` to `folder/plugin-<name>.safetensors`.
+
+    Returns the file names written (none for stateless plugins).
+    """
+    from safetensors.torch import save_file
+
+    written = []
+    for plugin in plugins:
+        state = plugin.state_dict()
+        if not state:
+            continue
+        name = plugin_state_file(plugin)
+        if name in written:
+            raise ValueError(f"Two plugins named {plugin.name!r} keep state; their files would collide.")
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(Path(folder) / name))
+        written.append(name)
+    return written
+
+
+def load_plugin_states(plugins: Sequence[ContinualPlugin], folder: str | os.PathLike) -> None:
+    """Give each plugin the state `save_plugin_states` wrote to `folder` (on CPU; plugins move it).
+
+    A plugin without a file there was stateless at that point and is left as it is.
+    """
+    from safetensors.torch import load_file
+
+    for plugin in plugins:
+        path = Path(folder) / plugin_state_file(plugin)
+        if path.is_file():
+            plugin.load_state_dict(load_file(str(path)))
+
+
 def total_penalty(
     plugins: Sequence[ContinualPlugin], model: nn.Module, stage: StageContext
 ) -> torch.Tensor | None:
@@ -148,6 +228,9 @@ __all__ = [
     "PLUGIN_REGISTRY",
     "StageContext",
     "build_plugin",
+    "load_plugin_states",
+    "plugin_state_file",
     "register_plugin",
+    "save_plugin_states",
     "total_penalty",
 ]
