@@ -106,8 +106,13 @@ class DataSection:
 class MethodConfig:
     name: str = field(metadata={"help": "Display name in tables and plots, e.g. 'MERA (10%)'."})
     type: str = field(metadata={"help": "Registered method: 'experts', 'fine_tuning', 'mera' ..."})
-    merge: str | None = field(
-        default=None, metadata={"help": "Merge schedule override: 'mera' (1/i) or 'none'."}
+    merge: str | dict[str, Any] | None = field(
+        default=None,
+        metadata={
+            "help": "Stage merge override: 'mera' (1/i), 'none', 'task_arithmetic', 'ties', 'dare_ties', "
+            "'dare_linear', 'magnitude_prune', 'lpm', or {method: <name>, <options>} "
+            "(hf_mera.merging.stage_merges)."
+        },
     )
     realign: bool | None = field(
         default=None, metadata={"help": "Realign connectors after each stage (override)."}
@@ -115,9 +120,28 @@ class MethodConfig:
     replay_ratio: float = field(
         default=0.1, metadata={"help": "r: fraction of each seen modality's training data."}
     )
+    realign_ratio: float | None = field(
+        default=None,
+        metadata={
+            "help": "r of the realignment's replay, if not replay_ratio (the paper's Tables 4-5 realign "
+            "every method on 10 %, also Replay (1 %))."
+        },
+    )
+    realign_first_stage: bool = field(
+        default=False,
+        metadata={
+            "help": "Realign at stage 1 too (the paper does not: its MERA stage 1 is the expert, Table 11)."
+        },
+    )
     plugins: list[dict[str, Any]] = field(
         default_factory=list, metadata={"help": "Continual-learning plugins: [{name: ..., <kwargs>}]."}
     )
+
+    def __post_init__(self):
+        if self.merge is not None:  # a misnamed merge or option fails when the YAML is read
+            from hf_mera.merging.stage_merges import build_stage_merge
+
+            build_stage_merge(self.merge, where=f"methods: {self.name!r}: merge")
 
 
 @dataclass
