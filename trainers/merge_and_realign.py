@@ -8,7 +8,7 @@ For stage i (modality Mᵢ) of the order:
     (`trainers.realign`) → evaluate every seen modality → publish the stage → next.
 
 Each transition is a method of this class, so a method (`trainers/methods/`) overrides or switches
-off one step: Fine-Tuning is this trainer with `merge_schedule = "none"` and `realign = False`. Every
+off one step: Fine-Tuning is this trainer with `merge_method = "none"` and `realign = False`. Every
 phase is a content-addressed checkpoint (`trainers.checkpoints`), which makes runs resumable after a
 crash and lets methods share identical phases.
 """
@@ -26,23 +26,23 @@ from hf_mera.continual.plugins import StageContext
 
 from .checkpoints import Checkpoint, derive_seed
 from .configs import phase_args
+from .merge import LORA_DELTAS_FILE, StageUpdate, merge_phase
 from .records import MethodRecord, StageRecord
 from .stage_folder import StagePublisher
 from .workspace import Workspace, set_seed
 
-LORA_DELTAS_FILE = "lora_deltas.safetensors"
-
 
 class MergeAndRealignTrainer(StagePublisher):
-    """MERA over a curriculum; `merge_schedule` and `realign` switch its two steps.
+    """MERA over a curriculum; `merge_method` and `realign` switch its two steps.
 
     Class attributes a method sets (a method's YAML entry may override the first two):
-        merge_schedule: the weight of θᵢ,vanilla in the merge ("mera": 1/i; "none": no merge).
+        merge_method: the stage merge (`hf_mera.merging.stage_merges`: "mera", 1/i; "none": no merge;
+            "ties", "lpm" ...), a name or {method: <name>, <options>}.
         realign: realign the seen connectors after the merge.
         reference: the stage scores are the run's S_sup (the individually trained experts).
     """
 
-    merge_schedule: str = "mera"
+    merge_method: str | dict = "mera"
     realign: bool = True
     reference: bool = False
 
@@ -52,9 +52,13 @@ class MergeAndRealignTrainer(StagePublisher):
         self.run = workspace.run
         self.method = method
         if method.merge is not None:
-            self.merge_schedule = method.merge
+            self.merge_method = method.merge
         if method.realign is not None:
             self.realign = method.realign
+        from hf_mera.merging.stage_merges import build_stage_merge
+
+        self.stage_merge = build_stage_merge(self.merge_method, where=f"methods: {method.name!r}: merge")
+        self.updates: list[StageUpdate] = []  # stages 1 … i of the current curriculum, for the merge
         from hf_mera.continual.plugins import build_plugin
 
         self.plugins = [build_plugin(**spec) for spec in method.plugins]
@@ -76,6 +80,7 @@ class MergeAndRealignTrainer(StagePublisher):
             order=order,
             output_dir=str(self.ws.output_dir),
             seed=self.run.seed,
+            train_sets={m: self.ws.data.train(m) for m in order},
         )
 
     def train(self) -> MethodRecord:
@@ -109,8 +114,15 @@ class MergeAndRealignTrainer(StagePublisher):
         vanilla = self.instruction_tune(stage, start)
         # θᵢ₋₁ for the merge is instruction tuning's starting point: the previous stage's LLM with
         # this modality's placeholder row added, so every LLM tensor has the same shape as θᵢ,vanilla.
-        merged = self.merge(stage, start, vanilla)
-        return self.realign_connectors(stage, merged) if self.realign else merged
+        # Merges over every stage read all of them (an expert's stage 1 starts a fresh list).
+        self.updates = [*self.updates[: stage.index - 1], StageUpdate(stage.modality, start, vanilla)]
+        merged = self.merge(stage, self.updates)
+        return self.realign_connectors(stage, merged) if self.realigns(stage) else merged
+
+    def realigns(self, stage: StageContext) -> bool:
+        """Whether `stage` ends with a realignment. Stage 1 has no merged LLM to realign to, and the
+        paper's MERA stage 1 is the expert (Table 11): it realigns only with `realign_first_stage`."""
+        return self.realign and (stage.index > 1 or self.method.realign_first_stage)
 
     def phase(self, name: str, parent: Checkpoint | None, description: dict[str, Any], build) -> Checkpoint:
         """`Workspace.run_phase`, remembering the phase as part of this method's curriculum."""
@@ -180,41 +192,72 @@ class MergeAndRealignTrainer(StagePublisher):
         return dataset
 
     def instruction_tune(self, stage: StageContext, checkpoint: Checkpoint) -> Checkpoint:
-        modality, settings = stage.modality, self.run.training.instruction_tuning
+        """Tune the LLM side and the new connector on Dᵢ (the plugins' hooks around it). The plugins'
+        state is saved in the checkpoint and restored from it, so a reused phase (a resumed run)
+        hands later stages the state an uninterrupted run would."""
+        modality, settings = stage.modality, self.instruction_settings()
         description = {
             "phase": "instruction_tuning",
             "modality": modality,
             **asdict(settings),
+            **self.instruction_description(stage),
             "plugins": self.method.plugins,
         }
         if self.plugins:  # plugins may depend on the stage's position and the run's method
             description["stage"] = stage.index
 
         def build(model, processor, tmp):
+            from hf_mera.continual.plugins import save_plugin_states
+
             from .configs import InstructionTuningConfig
             from .instruction_tuning import InstructionTuningTrainer
 
+            model = self.prepare_instruction_model(model, stage)
             self.ws.features.ensure(model, processor, modality)
             for plugin in self.plugins:
                 plugin.on_stage_start(stage, model)
             dataset = self.instruction_train_dataset(stage)
+            collator = self.ws.features.collator(processor)
             trainer = InstructionTuningTrainer(
                 model=model,
                 modality=modality,
                 args=self.trainer_args(InstructionTuningConfig, settings, tmp),
                 train_dataset=dataset,
                 processing_class=processor,
-                data_collator=self.ws.features.collator(processor),
+                data_collator=collator,
                 plugins=self.plugins,
                 stage=stage,
+                train_parameters=self.instruction_train_parameters(model),
             )
             trainer.train()
             model = self._finish_instruction_tuning(trainer, tmp)
             for plugin in self.plugins:
-                plugin.on_stage_end(stage, model, dataset)
+                plugin.on_stage_end(stage, model, dataset, collator)
+            if self.ws.is_main:
+                save_plugin_states(self.plugins, tmp)
             return model, processor
 
-        return self.phase(f"it-{modality}", checkpoint, description, build)
+        checkpoint = self.phase(f"it-{modality}", checkpoint, description, build)
+        if self.plugins:
+            from hf_mera.continual.plugins import load_plugin_states
+
+            load_plugin_states(self.plugins, checkpoint.path)
+        return checkpoint
+
+    # Instruction tuning's parts a method changes (PathWeave: its adapters train in place of LoRA).
+    def instruction_settings(self):
+        return self.run.training.instruction_tuning
+
+    def instruction_description(self, stage: StageContext) -> dict[str, Any]:
+        """What the method adds to the phase's description (so its checkpoints are its own)."""
+        return {}
+
+    def prepare_instruction_model(self, model, stage: StageContext):
+        return model
+
+    def instruction_train_parameters(self, model):
+        """LLM-side parameters to train instead of LoRA / the whole LLM; None: the settings decide."""
+        return None
 
     def _finish_instruction_tuning(self, trainer, tmp: Path):
         """The plain vanilla model θᵢ,vanilla; with LoRA also store ΔWᵢ = B·A·scaling for the merge."""
@@ -227,40 +270,9 @@ class MergeAndRealignTrainer(StagePublisher):
             save_file({k: v.contiguous() for k, v in deltas.items()}, str(tmp / LORA_DELTAS_FILE))
         return model
 
-    def merge(self, stage: StageContext, previous: Checkpoint, vanilla: Checkpoint) -> Checkpoint:
-        """θᵢ = θᵢ₋₁ + c(i)·ΔWᵢ on the LLM only (c = 1/i for MERA); encoders and connectors are kept."""
-        from hf_mera.merging import MergeSchedule
-
-        index = stage.index
-        if MergeSchedule(self.merge_schedule)(index) == 1.0:  # stage 1 of MERA, or no merging
-            return vanilla
-        description = {
-            "phase": "merge",
-            "schedule": self.merge_schedule,
-            "stage": index,
-            "previous": previous.key,
-        }
-
-        def build(model, processor, tmp):
-            from hf_mera.merging.mera import mera_merge_state_dict
-
-            deltas_file = vanilla.path / LORA_DELTAS_FILE
-            lora_deltas = None
-            if deltas_file.is_file():  # exact for LoRA: θᵢ₋₁ + c·B·A·scaling
-                from safetensors.torch import load_file
-
-                lora_deltas = load_file(str(deltas_file))
-            merged = mera_merge_state_dict(
-                self.ws.load(previous)[0].state_dict(),
-                model.state_dict(),
-                index,
-                lora_deltas=lora_deltas,
-                schedule=MergeSchedule(self.merge_schedule),
-            )
-            model.load_state_dict(merged)
-            return model, processor
-
-        return self.phase(f"merge-{stage.modality}", vanilla, description, build)
+    def merge(self, stage: StageContext, updates: list[StageUpdate]) -> Checkpoint:
+        """θᵢ from stages 1 … i by the method's stage merge (`trainers.merge`; MERA: θᵢ₋₁ + ΔWᵢ/i)."""
+        return merge_phase(self, stage, updates)
 
     def realign_connectors(self, stage: StageContext, checkpoint: Checkpoint) -> Checkpoint:
         from .realign import realign_phase
@@ -271,4 +283,4 @@ class MergeAndRealignTrainer(StagePublisher):
         return phase_args(config_cls, settings, output_dir, seed=self.run.seed, progress=self.ws.progress)
 
 
-__all__ = ["LORA_DELTAS_FILE", "MergeAndRealignTrainer"]
+__all__ = ["MergeAndRealignTrainer"]

@@ -66,14 +66,18 @@ class RealignTrainer(MultimodalSFTTrainer):
 
 
 def realign_phase(method, stage: StageContext, checkpoint: Checkpoint) -> Checkpoint:
-    """Realign the connectors of `stage.seen` on `checkpoint` with r = `method.method.replay_ratio`.
+    """Realign the connectors of `stage.seen` on `checkpoint` with r = the method's `realign_ratio`
+    (by default its `replay_ratio`).
 
     `method` is the `MergeAndRealignTrainer` running the curriculum (its workspace, settings and
     phase bookkeeping); the replay rows drawn are written to `replay_ids.json` in the checkpoint.
     """
     from hf_mera.data.replay import replay_for_realign
 
-    ws, run, ratio = method.ws, method.run, method.method.replay_ratio
+    ws, run = method.ws, method.run
+    ratio = (
+        method.method.realign_ratio if method.method.realign_ratio is not None else method.method.replay_ratio
+    )
     settings = run.training.realign
     seen = list(stage.seen)
     replay, replay_record = replay_for_realign(

@@ -1,11 +1,11 @@
 """Continual-learning methods a curriculum names by `type`, one file each, registered by decorator.
 
-A method is a `MergeAndRealignTrainer` subclass: it sets class attributes (`merge_schedule`,
+A method is a `MergeAndRealignTrainer` subclass: it sets class attributes (`merge_method`,
 `realign`, `reference`) or overrides a transition or the stage generator. Adding one::
 
     @register_method("my_method")
     class MyMethod(MergeAndRealignTrainer):
-        merge_schedule = "none"
+        merge_method = "none"
 """
 
 from __future__ import annotations
@@ -25,6 +25,6 @@ def build_method(workspace, method: MethodConfig) -> MergeAndRealignTrainer:
 
 
 # Imported for their registration.
-from . import experts, fine_tuning, mera  # noqa: E402, F401
+from . import eproj, ewc, experts, fine_tuning, mera, pathweave, replay  # noqa: E402, F401
 
 __all__ = ["METHODS", "build_method", "register_method"]

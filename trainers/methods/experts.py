@@ -13,7 +13,7 @@ from . import register_method
 
 @register_method("experts")
 class Experts(MergeAndRealignTrainer):
-    merge_schedule = "none"
+    merge_method = "none"
     realign = False
     reference = True
 

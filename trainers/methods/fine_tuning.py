@@ -9,5 +9,5 @@ from . import register_method
 
 @register_method("fine_tuning")
 class FineTuning(MergeAndRealignTrainer):
-    merge_schedule = "none"
+    merge_method = "none"
     realign = False

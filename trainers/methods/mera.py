@@ -10,5 +10,5 @@ from . import register_method
 
 @register_method("mera")
 class MERA(MergeAndRealignTrainer):
-    merge_schedule = "mera"
+    merge_method = "mera"
     realign = True

@@ -1,0 +1,66 @@
+"""EProj (He et al., 2023, as the MERA paper runs it, section 5.1 and Figure 3): tune only the
+modality-specific components. Each stage pre-trains the new modality's connector as usual, then
+instruction-tunes that connector alone on Dᵢ (captions and QA) while the LLM stays frozen, so no
+earlier modality can be forgotten; the price is plasticity (the paper's Forward and stage-1 Relative
+Gain of EProj are below 100 %).
+
+Settings: `training.instruction_tuning`'s batch size, steps or epochs, scheduler and warm-up, with
+the connector's learning rate (`connector_learning_rate`, paper 2e-5); its LoRA fields do not apply.
+Deviation: EProj's original task-specific projection *expansion* and task identification are not
+needed here, since every modality already has its own connector and its inputs name their modality.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, fields
+
+from hf_mera.continual.phase_settings import ConnectorPretrainSettings, PhaseSettings
+from hf_mera.continual.plugins import StageContext
+
+from ..checkpoints import Checkpoint
+from ..merge_and_realign import MergeAndRealignTrainer
+from . import register_method
+
+
+def connector_settings(settings) -> ConnectorPretrainSettings:
+    """Instruction tuning's schedule (batch, steps or epochs, scheduler, warm-up) for a connector-only
+    phase, at the connector's learning rate; the LoRA / LLM fields do not apply."""
+    common = {f.name: getattr(settings, f.name) for f in fields(PhaseSettings) if f.name != "extra"}
+    common["learning_rate"] = settings.connector_learning_rate
+    llm_only = set(type(settings).trainer_fields) - set(ConnectorPretrainSettings.trainer_fields)
+    extra = {k: v for k, v in settings.extra.items() if k not in llm_only}
+    return ConnectorPretrainSettings(**common, extra=extra)
+
+
+@register_method("eproj")
+class EProj(MergeAndRealignTrainer):
+    merge_method = "none"
+    realign = False
+
+    def instruction_tune(self, stage: StageContext, checkpoint: Checkpoint) -> Checkpoint:
+        if self.plugins:
+            raise ValueError(
+                f"methods: {self.method.name!r}: EProj trains no LLM weight, so plugins "
+                f"{[p['name'] for p in self.method.plugins]} have nothing to act on."
+            )
+        modality = stage.modality
+        settings = connector_settings(self.run.training.instruction_tuning)
+        description = {"phase": "connector_instruction_tuning", "modality": modality, **asdict(settings)}
+
+        def build(model, processor, tmp):
+            from ..configs import ConnectorPretrainConfig
+            from ..connector_pretrain import ConnectorPretrainTrainer
+
+            self.ws.features.ensure(model, processor, modality)
+            trainer = ConnectorPretrainTrainer(
+                model=model,
+                modality=modality,
+                args=self.trainer_args(ConnectorPretrainConfig, settings, tmp),
+                train_dataset=self.instruction_train_dataset(stage),
+                processing_class=processor,
+                data_collator=self.ws.features.collator(processor),
+            )
+            trainer.train()
+            return trainer.model, processor
+
+        return self.phase(f"eproj-{modality}", checkpoint, description, build)
