@@ -41,11 +41,15 @@ def use_all_cpu_cores() -> None:
 
     `accelerate launch` without `--cpu` sets OMP_NUM_THREADS=1 for every process, which halves the
     speed of a single-process CPU run on two cores. Threads are raised to cores / local processes
-    unless OMP_NUM_THREADS asks for more.
+    unless OMP_NUM_THREADS asks for more. `HF_MERA_NUM_THREADS` sets the number exactly (for several
+    runs side by side, e.g. `bench/compare_methods.py --jobs 2`).
     """
     import torch
 
     if torch.cuda.is_available():
+        return
+    if os.environ.get("HF_MERA_NUM_THREADS"):
+        torch.set_num_threads(int(os.environ["HF_MERA_NUM_THREADS"]))
         return
     local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     share = max(1, len(os.sched_getaffinity(0)) // local_processes)
