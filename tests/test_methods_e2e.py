@@ -7,13 +7,20 @@ the Fisher and anchor an uninterrupted run had (the plugin's state travels with 
 from __future__ import annotations
 
 import json
-import signal
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from test_run_e2e import _cli, checkpoints, is_llm_key, load_state, phase, run_in_process, tiny_overrides
+from test_run_e2e import (
+    checkpoints,
+    is_llm_key,
+    kill_minus_9_once,
+    load_state,
+    phase,
+    run_in_process,
+    run_to_the_end,
+    tiny_overrides,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -112,25 +119,15 @@ def test_no_plugin_state_is_published_in_a_stage_folder(comparison):
 def test_killed_ewc_run_resumes_with_the_fisher_of_the_uninterrupted_run(data_root, tmp_path):
     methods = ["--methods", "[{name: EWC, type: ewc, plugins: [{name: ewc, lambda_: 1000.0}]}]"]
     reference = tmp_path / "reference"
-    proc = _cli(tiny_overrides(data_root, reference) + methods)
-    out, _ = proc.communicate(timeout=900)
-    assert proc.returncode == 0, out[-3000:]
-
+    run_to_the_end(tiny_overrides(data_root, reference) + methods)
     # Killed as soon as stage 1's instruction tuning (the Fisher's phase) is complete.
     resumed = tmp_path / "resumed"
-    proc = _cli(tiny_overrides(data_root, resumed) + methods)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and proc.poll() is None:
-        if list(resumed.glob("checkpoints/it-image-*/phase.json")):
-            break
-        time.sleep(0.1)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_minus_9_once(
+        tiny_overrides(data_root, resumed) + methods,
+        lambda: bool(list(resumed.glob("checkpoints/it-image-*/phase.json"))),
+    )
     assert not list(resumed.glob("checkpoints/it-audio-*/phase.json"))  # stage 2 never finished
-    proc = _cli(tiny_overrides(data_root, resumed) + methods)
-    out, _ = proc.communicate(timeout=900)
-    assert proc.returncode == 0, out[-3000:]
+    out = run_to_the_end(tiny_overrides(data_root, resumed) + methods)
     assert "phase it-image" in out and "reusing" in out
 
     (ref,) = checkpoints(reference, "it-audio")

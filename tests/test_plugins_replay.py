@@ -5,30 +5,14 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+from test_data_replay import training_data
 
 from hf_mera.continual.plugins import StageContext, build_plugin
 from hf_mera.continual.plugins.replay import Replay
-from hf_mera.data.format import make_sample, samples_to_dataset
 from hf_mera.data.replay import replay_size
 
 ORDER = ("image", "video", "audio", "point_cloud")
 SIZES = {m: (40 + 10 * k, 23 + k) for k, m in enumerate(ORDER)}  # (captions, QA) per modality
-
-
-def training_data(modality: str, n_caption: int, n_qa: int):
-    rows = [
-        make_sample(
-            f"{modality}/caption/{i}", modality, "caption", [(modality, f"/x/{i}")], "describe", "a thing"
-        )
-        for i in range(n_caption)
-    ]
-    rows += [
-        make_sample(
-            f"{modality}/qa/{i}", modality, "qa", [(modality, f"/x/q{i}")], "what?", "yes", question="what?"
-        )
-        for i in range(n_qa)
-    ]
-    return samples_to_dataset(rows)
 
 
 @pytest.fixture(scope="module")

@@ -165,35 +165,42 @@ def _cli(args: list[str], launcher: list[str] = (), **kwargs) -> subprocess.Pope
     )
 
 
+def run_to_the_end(args: list[str]) -> str:
+    """Run the CLI to completion; its output (it must exit 0)."""
+    proc = _cli(args)
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out[-3000:]
+    return out
+
+
+def kill_minus_9_once(args: list[str], done) -> None:
+    """Start the CLI and SIGKILL it as soon as `done()` holds, while it is still running."""
+    proc = _cli(args)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None and not done():
+        time.sleep(0.1)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 def test_kill_minus_9_then_resume_matches_an_uninterrupted_run(data_root, tmp_path):
     methods = ["--methods", "[{name: Experts, type: experts}, {name: MERA, type: mera}]"]
     # Uninterrupted reference.
     reference = tmp_path / "reference"
-    proc = _cli(tiny_overrides(data_root, reference) + methods)
-    out, _ = proc.communicate(timeout=900)
-    assert proc.returncode == 0, out[-3000:]
+    run_to_the_end(tiny_overrides(data_root, reference) + methods)
     # Killed mid-run once a few phases are complete, then the same command again.
     resumed = tmp_path / "resumed"
-    proc = _cli(tiny_overrides(data_root, resumed) + methods)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and proc.poll() is None:
-        done = (
-            list((resumed / "checkpoints").glob("*/phase.json")) if (resumed / "checkpoints").is_dir() else []
-        )
-        if len(done) >= 4:
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_minus_9_once(
+        tiny_overrides(data_root, resumed) + methods,
+        lambda: len(list(resumed.glob("checkpoints/*/phase.json"))) >= 4,
+    )
     assert not (resumed / "results.json").exists()  # really killed mid-run
     complete_before = {
         p.parent.name: p.stat().st_mtime_ns for p in (resumed / "checkpoints").glob("*/phase.json")
     }
     assert len(complete_before) >= 4
-    proc = _cli(tiny_overrides(data_root, resumed) + methods)
-    out, _ = proc.communicate(timeout=900)
-    assert proc.returncode == 0, out[-3000:]
+    out = run_to_the_end(tiny_overrides(data_root, resumed) + methods)
     # The resumed run reused every phase finished before the kill (untouched on disk) and trained
     # exactly the phases that were missing.
     logged = re.findall(r"phase (\S+) \((\w+)\): (reusing|running)", out)

@@ -164,8 +164,15 @@ class MergeAndRealignTrainer(StagePublisher):
         return self.phase(f"add-{modality}", previous, description, build)
 
     def pretrain_connector(self, stage: StageContext, checkpoint: Checkpoint) -> Checkpoint:
-        modality, settings = stage.modality, self.run.training.connector_pretrain
-        description = {"phase": "connector_pretrain", "modality": modality, **asdict(settings)}
+        captions = self.ws.data.train(stage.modality, tasks=("caption",))
+        settings = self.run.training.connector_pretrain
+        return self.connector_phase("pretrain", "connector_pretrain", stage, checkpoint, settings, captions)
+
+    def connector_phase(self, name: str, kind: str, stage, checkpoint, settings, dataset) -> Checkpoint:
+        """Phase `<name>-<modality>` that trains the stage's connector alone on `dataset` (connector
+        pre-training; EProj's instruction tuning); `kind` names it in the phase's description."""
+        modality = stage.modality
+        description = {"phase": kind, "modality": modality, **asdict(settings)}
 
         def build(model, processor, tmp):
             from .configs import ConnectorPretrainConfig
@@ -176,14 +183,14 @@ class MergeAndRealignTrainer(StagePublisher):
                 model=model,
                 modality=modality,
                 args=self.trainer_args(ConnectorPretrainConfig, settings, tmp),
-                train_dataset=self.ws.data.train(modality, tasks=("caption",)),
+                train_dataset=dataset,
                 processing_class=processor,
                 data_collator=self.ws.features.collator(processor),
             )
             trainer.train()
             return trainer.model, processor
 
-        return self.phase(f"pretrain-{modality}", checkpoint, description, build)
+        return self.phase(f"{name}-{modality}", checkpoint, description, build)
 
     def instruction_train_dataset(self, stage: StageContext):
         dataset = self.ws.data.train(stage.modality)

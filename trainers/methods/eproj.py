@@ -12,7 +12,7 @@ needed here, since every modality already has its own connector and its inputs n
 
 from __future__ import annotations
 
-from dataclasses import asdict, fields
+from dataclasses import fields
 
 from hf_mera.continual.phase_settings import ConnectorPretrainSettings, PhaseSettings
 from hf_mera.continual.plugins import StageContext
@@ -37,30 +37,17 @@ class EProj(MergeAndRealignTrainer):
     merge_method = "none"
     realign = False
 
-    def instruction_tune(self, stage: StageContext, checkpoint: Checkpoint) -> Checkpoint:
-        if self.plugins:
+    def __init__(self, workspace, method):
+        super().__init__(workspace, method)
+        if self.plugins:  # refused before any training
             raise ValueError(
-                f"methods: {self.method.name!r}: EProj trains no LLM weight, so plugins "
-                f"{[p['name'] for p in self.method.plugins]} have nothing to act on."
+                f"methods: {method.name!r}: EProj trains no LLM weight, so plugins "
+                f"{[p['name'] for p in method.plugins]} have nothing to act on."
             )
-        modality = stage.modality
+
+    def instruction_tune(self, stage: StageContext, checkpoint: Checkpoint) -> Checkpoint:
         settings = connector_settings(self.run.training.instruction_tuning)
-        description = {"phase": "connector_instruction_tuning", "modality": modality, **asdict(settings)}
-
-        def build(model, processor, tmp):
-            from ..configs import ConnectorPretrainConfig
-            from ..connector_pretrain import ConnectorPretrainTrainer
-
-            self.ws.features.ensure(model, processor, modality)
-            trainer = ConnectorPretrainTrainer(
-                model=model,
-                modality=modality,
-                args=self.trainer_args(ConnectorPretrainConfig, settings, tmp),
-                train_dataset=self.instruction_train_dataset(stage),
-                processing_class=processor,
-                data_collator=self.ws.features.collator(processor),
-            )
-            trainer.train()
-            return trainer.model, processor
-
-        return self.phase(f"eproj-{modality}", checkpoint, description, build)
+        dataset = self.instruction_train_dataset(stage)
+        return self.connector_phase(
+            "eproj", "connector_instruction_tuning", stage, checkpoint, settings, dataset
+        )
