@@ -176,19 +176,20 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def load(output_dirs: dict[tuple[str, int], Path]):
-    """(order, seed) → ({method: RunScores}, {method: efficiency row}, benchmark hash)."""
+    """(order, seed) → ({method: RunScores}, {method: efficiency row}, plugin state bytes), and the
+    benchmark hash of each seed (the seed draws the embedded benchmark too; both orders of a seed must
+    share one)."""
     from hf_mera.evaluation.run_scores import RunScores
 
-    loaded, hashes = {}, set()
-    for key, folder in output_dirs.items():
+    loaded, hashes = {}, {}
+    for (order, seed), folder in output_dirs.items():
         results = json.loads((folder / "results.json").read_text())
-        hashes.add(results["benchmark_hash"])
+        if hashes.setdefault(seed, results["benchmark_hash"]) != results["benchmark_hash"]:
+            raise SystemExit(f"Seed {seed}'s runs were measured on different benchmarks; see {folder}.")
         runs = {run["method"]: RunScores.from_dict(run) for run in results["runs"]}
         efficiency = {row["method"]: row for row in results.get("efficiency", [])}
-        loaded[key] = (runs, efficiency, plugin_state_bytes(folder))
-    if len(hashes) != 1:
-        raise SystemExit(f"The runs were measured on different benchmarks: {sorted(hashes)}.")
-    return loaded, hashes.pop()
+        loaded[(order, seed)] = (runs, efficiency, plugin_state_bytes(folder))
+    return loaded, hashes
 
 
 def plugin_state_bytes(folder: Path) -> dict[str, int]:
@@ -223,13 +224,14 @@ def backward_means(loaded, method: str, order: str, seeds: Sequence[int]) -> tup
     return means, stds
 
 
-def report(loaded, benchmark_hash: str, orders: Sequence[str], seeds: Sequence[int], config: str) -> str:
+def report(loaded, hashes: dict[int, str], orders: Sequence[str], seeds: Sequence[int], config: str) -> str:
     methods = [m for m in dict.fromkeys(name for runs, _, _ in loaded.values() for name in runs)]
-    seeds_text = ", ".join(map(str, seeds))
+    benchmarks = ", ".join(f"seed {seed}: `{hashes[seed]}`" for seed in seeds)
     out = [
-        f"Benchmark content hash `{benchmark_hash}`; config `{config}`; seeds {seeds_text}; every cell is "
-        "the mean over seeds ± the sample standard deviation over seeds. Backward / Forward Relative Gain "
-        "(RG) in % of the individually trained experts of the same seed and order.",
+        f"Config `{config}`; seeds {', '.join(map(str, seeds))}. The seed draws the embedded benchmark "
+        f"as well as the training, so each seed has its own benchmark (content hash {benchmarks}). Every "
+        "cell is the mean over seeds ± the sample standard deviation over seeds; Backward / Forward "
+        "Relative Gain (RG) in % of the individually trained experts of the same seed and order.",
     ]
 
     def bw_row(method: str) -> list[str]:
@@ -360,8 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     if not args.only_report:
         run_all(args.config, output_dirs, methods, args.jobs)
-    loaded, benchmark_hash = load(output_dirs)
-    text = report(loaded, benchmark_hash, args.orders, args.seeds, args.config)
+    loaded, hashes = load(output_dirs)
+    text = report(loaded, hashes, args.orders, args.seeds, args.config)
     print(text)
     if args.markdown:
         args.markdown.write_text(text)
