@@ -33,13 +33,18 @@ class StageUpdate:
 class CheckpointHistory:
     """`hf_mera.merging.stage_merges.StageHistory` over a method's checkpoints (stages 1 … `index`)."""
 
-    def __init__(self, method, updates: list[StageUpdate]):
+    def __init__(self, method, updates: list[StageUpdate], loaded: dict | None = None):
+        """`loaded`: (model, processor) already in memory by checkpoint key (the merge phase's own
+        θᵢ,vanilla), so no checkpoint is read twice."""
         self.method, self.updates, self.index = method, updates, len(updates)
-        self.start = cache(lambda k: self._state(self.updates[k - 1].start))
-        self.vanilla = cache(lambda k: self._state(self.updates[k - 1].vanilla))
+        self._loaded = dict(loaded or {})
+        self.start = cache(lambda k: self._load(self.updates[k - 1].start)[0].state_dict())
+        self.vanilla = cache(lambda k: self._load(self.updates[k - 1].vanilla)[0].state_dict())
 
-    def _state(self, checkpoint: Checkpoint):
-        return self.method.ws.load(checkpoint)[0].state_dict()
+    def _load(self, checkpoint: Checkpoint):
+        if checkpoint.key not in self._loaded:
+            self._loaded[checkpoint.key] = self.method.ws.load(checkpoint)
+        return self._loaded[checkpoint.key]
 
     def lora_deltas(self, k: int):
         path = self.updates[k - 1].vanilla.path / LORA_DELTAS_FILE
@@ -52,16 +57,15 @@ class CheckpointHistory:
     def grams(self, k: int, weight_names, samples: int, normalize: bool):
         """Gₖ on `samples` rows of Dₖ (seeded by the run and stage), one row per forward so that
         padding never enters XᵀX, through θₖ,vanilla."""
-        from hf_mera.data.seeding import seeded_rng
+        from hf_mera.data.seeding import seeded_subset
         from hf_mera.merging.lpm import input_grams
 
         ws, update = self.method.ws, self.updates[k - 1]
-        model, processor = ws.load(update.vanilla)
+        model, processor = self._load(update.vanilla)
         ws.features.ensure(model, processor, update.modality)
         rows = ws.data.train(update.modality)
-        rng = seeded_rng(self.method.run.seed, "lpm-grams", k, update.modality)
         count = min(samples, len(rows))
-        picked = sorted(int(i) for i in rng.choice(len(rows), count, replace=False))
+        picked = seeded_subset(len(rows), count, self.method.run.seed, "lpm-grams", k, update.modality)
         collate = ws.features.collator(processor)
         batches = (collate([rows[i]]) for i in picked)
         return input_grams(model, batches, weight_names, normalize=normalize, progress=ws.progress)
@@ -89,7 +93,8 @@ def merge_phase(method, stage: StageContext, updates: list[StageUpdate]) -> Chec
         }
 
     def build(model, processor, tmp):
-        model.load_state_dict(merge(CheckpointHistory(method, updates)))
+        history = CheckpointHistory(method, updates, loaded={vanilla.key: (model, processor)})
+        model.load_state_dict(merge(history))
         return model, processor
 
     return method.phase(f"merge-{stage.modality}", vanilla, description, build)

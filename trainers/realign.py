@@ -81,7 +81,7 @@ def realign_phase(method, stage: StageContext, checkpoint: Checkpoint) -> Checkp
     settings = run.training.realign
     seen = list(stage.seen)
     replay, replay_record = replay_for_realign(
-        stage.index, list(stage.order), {m: ws.data.train(m) for m in seen}, ratio=ratio, seed=run.seed
+        stage.index, list(stage.order), stage.train_sets, ratio=ratio, seed=run.seed
     )
     description = {"phase": "realign", "modalities": seen, "replay_ratio": ratio, **asdict(settings)}
 

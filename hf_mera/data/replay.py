@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .format import empty_dataset
-from .seeding import seeded_rng
+from .seeding import seeded_subset
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -101,10 +101,8 @@ def sample_replay(
         chosen: list[int] = []
         for task in sorted(by_task):
             indices = by_task[task]
-            rng = seeded_rng(seed, "replay", modality, task)
-            picked = sorted(
-                indices[i] for i in rng.choice(len(indices), replay_size(ratio, len(indices)), replace=False)
-            )
+            count = replay_size(ratio, len(indices))
+            picked = [indices[i] for i in seeded_subset(len(indices), count, seed, "replay", modality, task)]
             record.ids[modality][task] = [ids[i] for i in picked] if ids is not None else []
             chosen.extend(picked)
         parts.append(dataset.select(chosen))

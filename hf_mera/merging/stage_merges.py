@@ -74,6 +74,12 @@ def _block(shape: torch.Size) -> tuple[slice, ...]:
     return tuple(slice(0, s) for s in shape)
 
 
+def base_llm(history: StageHistory) -> dict[str, torch.Tensor]:
+    """θ₀: the LLM weights stage 1's instruction tuning started from."""
+    start = history.start(1)
+    return {k: start[k] for k in llm_keys(start)}
+
+
 def stage_update(history: StageHistory, k: int, theta0: StateDict) -> dict[str, torch.Tensor]:
     """τₖ on θ₀'s LLM keys and shapes, float32: exactly the stored LoRA product when stage k had one."""
     start, vanilla, lora = history.start(k), history.vanilla(k), history.lora_deltas(k)
@@ -210,7 +216,7 @@ class TaskVectorStageMerge(StageMerge):
 
     def __call__(self, history: StageHistory) -> dict[str, torch.Tensor]:
         i = history.index
-        theta0 = {k: history.start(1)[k] for k in llm_keys(history.start(1))}
+        theta0 = base_llm(history)
         updates = [stage_update(history, k, theta0) for k in range(1, i + 1)]
         weights = WEIGHTINGS[self.weights](i)
         deltas = {}
@@ -255,7 +261,7 @@ class LPMStageMerge(StageMerge):
         from .lpm import lpm_merge_state_dict
 
         i = history.index
-        theta0 = {k: history.start(1)[k] for k in llm_keys(history.start(1))}
+        theta0 = base_llm(history)
         linear = [k for k, v in theta0.items() if k.endswith(".weight") and v.dim() == 2 and "embed" not in k]
         states = None
         for k in range(1, i + 1):
@@ -270,6 +276,7 @@ __all__ = [
     "STAGE_MERGES",
     "StageHistory",
     "StageMerge",
+    "base_llm",
     "build_stage_merge",
     "fold",
     "llm_keys",

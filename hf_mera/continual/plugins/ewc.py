@@ -254,10 +254,11 @@ class EWC(ContinualPlugin):
         # What this stage trained (recorded by loss_penalty); every LLM weight if no trainer ran it.
         keys = llm if self._trained is None else [k for k in llm if k in self._trained]
         count = self.fisher_sample_size(len(train_dataset))
-        from hf_mera.data.seeding import seeded_rng
+        from hf_mera.data.seeding import seeded_subset
 
-        rng = seeded_rng(stage.seed, "ewc-fisher", stage.index, stage.modality)
-        indices = sorted(int(i) for i in rng.choice(len(train_dataset), count, replace=False))
+        indices = seeded_subset(
+            len(train_dataset), count, stage.seed, "ewc-fisher", stage.index, stage.modality
+        )
         rows = (train_dataset[i] for i in indices)
         fisher = fisher_diagonal(model, rows, data_collator, keys) if keys else {}
         for key, f in fisher.items():
