@@ -55,8 +55,8 @@ from torch import nn
 # Why a LLaVA-family model_type cannot be imported (the error names the missing feature).
 _UNSUPPORTED = {
     "llava_next": "image tiling (image_grid_pinpoints) is not supported",
-    "llava_next_video": "image tiling (image_grid_pinpoints) and its video path are not supported",
-    "llava_onevision": "image tiling (image_grid_pinpoints) and its video path are not supported",
+    "llava_next_video": "image tiling (image_grid_pinpoints) is not supported, nor its video path",
+    "llava_onevision": "image tiling (image_grid_pinpoints) is not supported, nor its video path",
     "vipllava": "VipLlava's multi-layer projector (vision_feature_layers) is not supported",
 }
 _STRATEGIES = {"default": True, "full": False}  # vision_feature_select_strategy → drop_cls_token
@@ -149,9 +149,11 @@ def adapt_chat_template(template: str, tokenizer) -> str:
 def processor_from_llava(llava_processor, modalities: dict | None = None):
     """An `AnyModalityProcessor` with the LLaVA processor's tokenizer and adapted chat template (no
     modality yet: `from_llava` registers the image with its token count and image processor)."""
+    import copy
+
     from .processing_anymodality_llava import AnyModalityProcessor
 
-    tokenizer = llava_processor.tokenizer
+    tokenizer = copy.deepcopy(llava_processor.tokenizer)  # ours grows with each modality; theirs must not
     template = getattr(llava_processor, "chat_template", None) or getattr(tokenizer, "chat_template", None)
     if isinstance(template, dict):  # several named templates: the default one
         template = template.get("default")
@@ -175,7 +177,9 @@ def _vision_encoder(vision_tower: nn.Module, config):
         "input_shape": None,
     }
     hf_config = json.loads(vision_tower.config.to_json_string(use_diff=False))
-    encoder = TransformersEncoder(TransformersEncoder.resolve_config({**hf_config, **own}), module=vision_tower)
+    encoder = TransformersEncoder(
+        TransformersEncoder.resolve_config({**hf_config, **own}), module=vision_tower
+    )
     # LLaVA's "default" drops exactly one token ([:, 1:]); the encoder drops the tower's prefix tokens.
     if own["drop_cls_token"] and encoder._prefix != 1:
         raise ValueError(
