@@ -55,7 +55,10 @@ def run_dir(tmp_path_factory):
 
 
 def source_state(source: Path) -> dict[str, torch.Tensor]:
-    return load_state(source)
+    """The source's weights by module path (its file keeps transformers' legacy LLaVA key names)."""
+    from transformers import LlavaForConditionalGeneration
+
+    return LlavaForConditionalGeneration.from_pretrained(source).state_dict()
 
 
 def stage_dir(out: Path, method: str, index: int) -> Path:
@@ -149,11 +152,87 @@ def test_every_stage_folder_loads_with_the_auto_classes(run_dir):
 
     import hf_mera  # noqa: F401  (registers the Auto classes)
 
-    out, _ = run_dir
+    out, source = run_dir
     for index, modality in enumerate(ORDER, start=1):
         folder = stage_dir(out, "MERA", index)
-        model = AutoModelForCausalLM.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder).eval()
         processor = AutoProcessor.from_pretrained(folder)
-        assert model.modality_names == ORDER[:index]
-        assert sorted(processor.modalities) == sorted(ORDER[:index])
+        # (a saved config lists its modalities sorted by name: transformers writes JSON keys sorted)
+        assert sorted(model.modality_names) == sorted(processor.modalities) == sorted(ORDER[:index])
         assert modality in model.config.modalities
+        if index == 1:  # the imported source, saved by the run and reloaded: the source's logits
+            from test_llava_import import CONVERSATIONS, both_inputs, test_image
+            from transformers import LlavaForConditionalGeneration
+
+            llava = LlavaForConditionalGeneration.from_pretrained(source).eval()
+            images = [test_image(7), test_image(8)]
+            src, ours, _, _ = both_inputs(
+                AutoProcessor.from_pretrained(source), processor, images, CONVERSATIONS
+            )
+            with torch.no_grad():
+                assert torch.equal(model(**ours).logits, llava(**src).logits)
+
+
+@pytest.fixture(scope="module")
+def every_method(tmp_path_factory):
+    """Every method of the comparison from an imported LLaVA, on image (learned) → audio."""
+    from hf_mera.continual.curriculum import load_run_config, shipped_config
+    from trainers.runner import run_curriculum
+
+    source = build_tiny_llava(tmp_path_factory.mktemp("llava-source-all"), "qwen2")
+    out = tmp_path_factory.mktemp("llava-every-method")
+    methods = (
+        "[{name: Experts, type: experts}, {name: FT, type: fine_tuning}, {name: Replay, type: replay,"
+        " replay_ratio: 0.25}, {name: EWC, type: ewc}, {name: EProj, type: eproj},"
+        " {name: PathWeave, type: pathweave}, {name: MERA, type: mera},"
+        " {name: TIES, type: mera, merge: {method: ties, density: 0.5}, realign: false}]"
+    )
+    overrides = [
+        "--output_dir", str(out),
+        "--order", "[image, audio]",
+        "--data.root", str(tmp_path_factory.mktemp("bench-all")),
+        "--data.embedded", TINY_SIZES,
+        "--model.backbone.name_or_path", str(source),
+        "--model.backbone.dtype", "float32",
+        "--model.modalities.audio.encoder_config", "{num_tokens: 4, hidden_size: 32}",
+        "--training.connector_pretrain.max_steps", "2",
+        "--training.instruction_tuning.max_steps", "2",
+        "--training.instruction_tuning.per_device_train_batch_size", "8",
+        "--training.instruction_tuning.lora_r", "4",
+        "--training.instruction_tuning.lora_alpha", "8",
+        "--training.realign.per_device_train_batch_size", "8",
+        "--evaluation.max_new_tokens", "3",
+        "--evaluation.cross_modal", "false",
+        "--methods", methods,
+    ]  # fmt: skip
+    run_curriculum(load_run_config(shipped_config("llava-extend"), overrides), progress=False)
+    return out
+
+
+def test_every_method_extends_the_imported_llava(every_method):
+    out = every_method
+    records = {r["name"]: r for r in json.loads((out / "results.json").read_text())["records"]}
+    assert set(records) == {"Experts", "FT", "Replay", "EWC", "EProj", "PathWeave", "MERA", "TIES"}
+    (backbone,) = checkpoints(out, "backbone")
+    for name, record in records.items():
+        if name == "Experts":
+            continue
+        assert [s["modality"] for s in record["stages"]] == ["image", "audio"], name
+        first = Path(record["stages"][0]["checkpoint"]).name
+        # Methods with plugins (Replay, EWC) end stage 1 in `learned-image` (their state); others keep
+        # the backbone's checkpoint. Either way its weights are the source's.
+        assert first == backbone.name or first.startswith("learned-image-"), (name, first)
+    # EWC's Fisher and anchor were taken at the source on the image data.
+    learned = [p for p in checkpoints(out, "learned-image") if (p / "plugin-ewc.safetensors").is_file()]
+    assert len(learned) == 1
+    from safetensors.torch import load_file
+
+    state = load_file(str(learned[0] / "plugin-ewc.safetensors"))
+    assert any(k.startswith("fisher.model.language_model.") for k in state)
+    assert torch.equal(load_state(learned[0])["lm_head.weight"], load_state(backbone)["lm_head.weight"])
+    # PathWeave's adapters are the new modality's only (the source's image path has none).
+    config = json.loads((out / "pathweave" / "stage-2-audio" / "config.json").read_text())
+    assert config["llm_adapters"]["modalities"] == ["audio"]
+    # TIES took θ₀ = the imported LLM and τ₁ = 0: its stage-2 merge names the backbone as stage 1.
+    (ties,) = [p for p in checkpoints(out, "merge-audio") if "merge" in phase(p)["description"]]
+    assert phase(ties)["description"]["stages"][0] == [backbone.name.rsplit("-", 1)[-1]] * 2
