@@ -318,3 +318,34 @@ def test_import_does_not_change_the_given_processor(source):
     before = copy.deepcopy(llava_processor.tokenizer.get_vocab())
     AnyModalityLlava.from_llava(folder, processor=llava_processor)
     assert llava_processor.tokenizer.get_vocab() == before
+
+
+# ---- the curriculum's `llava` backbone (its checks run before anything is built) ----------------
+def test_the_shipped_llava_extend_config_starts_from_the_sources_image():
+    from hf_mera.continual.curriculum import load_run_config
+    from trainers.backbone import learned_modalities
+
+    run = load_run_config("llava-extend")
+    assert run.model.backbone.type == "llava" and run.model.modalities["image"] == {}
+    assert learned_modalities(run) == ["image"] and run.order[0] == "image"
+    assert learned_modalities(load_run_config("quickstart")) == []  # a bare LLM knows nothing yet
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["--order", "[audio, image]"], r"order: .*already knows \['image'\]; the order must start with"),
+        (
+            ["--model.modalities.image", "{token_pool: 8}"],
+            r"model\.modalities\.image: the llava backbone brings",
+        ),
+        (["--model.backbone.name_or_path", "null"], r"model\.backbone\.name_or_path"),
+    ],
+)
+def test_a_llava_curriculum_that_cannot_start_names_the_field(overrides, message):
+    from hf_mera.continual.curriculum import load_run_config
+    from trainers.backbone import learned_modalities
+
+    run = load_run_config("llava-extend", overrides)
+    with pytest.raises(ValueError, match=message):
+        learned_modalities(run)
