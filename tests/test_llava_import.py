@@ -239,6 +239,10 @@ def test_saved_import_reloads_with_the_auto_classes_and_gives_the_same_logits(so
     assert loaded.config.modalities["image"]["encoder_config"]["feature_layer"] == -2
 
 
+def image_token_id_not_suppressed(llava) -> bool:
+    return llava.config.image_token_id not in (llava.generation_config.suppress_tokens or [])
+
+
 def test_a_model_object_imports_and_shares_its_modules(source):
     from transformers import LlavaForConditionalGeneration
 
@@ -249,6 +253,7 @@ def test_a_model_object_imports_and_shares_its_modules(source):
     model, _ = AnyModalityLlava.from_llava(llava, processor=llava_processor)
     assert model.language_model is llava.model.language_model  # moved, not copied (a 7 B is held once)
     assert model.encoders["image"].model is llava.model.vision_tower
+    assert image_token_id_not_suppressed(llava)  # the source's own generation settings stay its own
     projector = llava.model.multi_modal_projector.state_dict()
     assert all(torch.equal(v, model.connectors["image"].state_dict()[k]) for k, v in projector.items())
 

@@ -45,6 +45,7 @@ selection strategies, and any other multimodal class.
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -149,8 +150,6 @@ def adapt_chat_template(template: str, tokenizer) -> str:
 def processor_from_llava(llava_processor, modalities: dict | None = None):
     """An `AnyModalityProcessor` with the LLaVA processor's tokenizer and adapted chat template (no
     modality yet: `from_llava` registers the image with its token count and image processor)."""
-    import copy
-
     from .processing_anymodality_llava import AnyModalityProcessor
 
     tokenizer = copy.deepcopy(llava_processor.tokenizer)  # ours grows with each modality; theirs must not
@@ -228,7 +227,7 @@ def from_llava(cls, model_or_path, processor=None, **kwargs):
     model.lm_head = source.lm_head
     if config.tie_word_embeddings:
         model.tie_weights()
-    model.generation_config = source.generation_config
+    model.generation_config = copy.deepcopy(source.generation_config)  # ours suppresses <image>
     model.config.dtype = src_config.dtype
 
     image_token = processor.image_token
