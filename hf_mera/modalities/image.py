@@ -131,6 +131,21 @@ def _triple(value: Any) -> list[float]:
     return [float(value)] * 3 if isinstance(value, (int, float)) else [float(v) for v in value]
 
 
+def build_image_processor(settings: dict[str, Any]) -> Any:
+    """A transformers image processor from its JSON settings (`image_processor_type` names the class;
+    only transformers' own classes are built, as configs may come from anywhere)."""
+    import transformers
+
+    name = settings.get("image_processor_type") if isinstance(settings, dict) else None
+    cls = getattr(transformers, name, None) if isinstance(name, str) else None
+    if not (isinstance(cls, type) and hasattr(cls, "from_dict")):
+        raise ValueError(
+            f"ImagePreprocessor: image_processor needs the 'image_processor_type' of a transformers image "
+            f"processor, got {name!r}."
+        )
+    return cls.from_dict({k: v for k, v in settings.items() if k != "image_processor_type"})
+
+
 class ImagePreprocessor(ModalityPreprocessor):
     """Images → `[n, 3, H, W]` float tensor.
 
@@ -141,18 +156,32 @@ class ImagePreprocessor(ModalityPreprocessor):
 
     With a hub encoder (`"transformers"`), the defaults come from that encoder's own image processor
     (`kwargs_from_hub`), so SigLIP gets SigLIP's statistics; values given explicitly still win.
+
+        image_processor: a transformers image processor as JSON (`to_json_string()`, with its
+            `image_processor_type`), run as it is in place of the resize above: an imported LLaVA
+            (`AnyModalityLlava.from_llava`) keeps the exact pixels of its source's processor
+            (CLIP's shortest-edge resize and centre crop). The other arguments are then unused.
     """
 
     modality = "image"
-    defaults = {"image_size": 224, "image_mean": CLIP_IMAGE_MEAN, "image_std": CLIP_IMAGE_STD}
+    defaults = {
+        "image_size": 224,
+        "image_mean": CLIP_IMAGE_MEAN,
+        "image_std": CLIP_IMAGE_STD,
+        "image_processor": None,
+    }
 
     def _validate(self) -> None:
         owner = type(self).__name__
         self.size = size_pair(owner, "image_size", self.kwargs["image_size"])
         self.mean = channel_triple(owner, "image_mean", self.kwargs["image_mean"])
         self.std = channel_triple(owner, "image_std", self.kwargs["image_std"], positive=True)
+        settings = self.kwargs["image_processor"]
+        self.hub_processor = None if settings is None else build_image_processor(settings)
 
     def process_item(self, item: Any) -> torch.Tensor:
+        if self.hub_processor is not None:
+            return self.hub_processor(images=[load_image(item)], return_tensors="pt")["pixel_values"][0]
         return image_to_tensor(load_image(item), self.size, self.mean, self.std)
 
     kwargs_from_hub = staticmethod(image_kwargs_from_hub)

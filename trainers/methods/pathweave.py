@@ -38,11 +38,14 @@ class PathWeave(MergeAndRealignTrainer):
     target_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES
 
     def adapter_spec(self, stage: StageContext) -> dict:
-        """The LLM adapters after stage `stage`: one expert per modality seen so far."""
+        """The LLM adapters after stage `stage`: one expert per modality seen so far, but those the
+        backbone already knew (an imported LLaVA's image path has none, as PathWeave's own
+        image-pretrained X-InstructBLIP start)."""
+        learned = self.ws.learned_modalities
         return {
             "type": "pathweave",
             "rank": self.run.training.instruction_tuning.lora_r,
-            "modalities": list(stage.seen),
+            "modalities": [m for m in stage.seen if m not in learned],
             "target_modules": list(self.target_modules),
         }
 

@@ -495,6 +495,15 @@ class AnyModalityLlavaForConditionalGeneration(AnyModalityLlavaPreTrainedModel, 
             model.add_modality(modality, encoder=encoder, processor=processor)
         return model, processor
 
+    @classmethod
+    def from_llava(cls, model_or_path, processor=None, **kwargs):
+        """Import a transformers `LlavaForConditionalGeneration` (model, folder or hub id) with its
+        `LlavaProcessor`: a model that already knows images, to extend with more modalities.
+        Returns `(model, processor)`; the mapping and its exactness are in `llava_import.py`."""
+        from .llava_import import from_llava
+
+        return from_llava(cls, model_or_path, processor=processor, **kwargs)
+
 
 __all__ = [
     "AnyModalityLlavaPreTrainedModel",
