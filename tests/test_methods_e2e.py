@@ -95,16 +95,28 @@ def test_eproj_never_changes_the_llm(comparison):
     assert [phase(p)["description"]["phase"] for p in it] == ["connector_instruction_tuning"] * 2
 
 
-def test_pathweave_stages_load_with_their_adapters_and_keep_the_llm_frozen(comparison):
+def test_pathweave_stage_one_is_the_expert_and_its_adapters_start_at_stage_two(comparison):
     from transformers import AutoModelForCausalLM
 
-    backbone = load_state(checkpoints(comparison, "backbone")[0])
+    # Stage 1 is the fine-tuned expert (MERA Tables 11-12): the very phase the experts and FT trained.
+    stage_one = {
+        name: json.loads((stage_folder(comparison, name, 1) / "stage.json").read_text())["checkpoint"]
+        for name in ("PathWeave", "Experts", "FT")
+    }
+    assert len(set(stage_one.values())) == 1, stage_one
+    expert = load_state(stage_folder(comparison, "PathWeave", 1))
+    assert (
+        AutoModelForCausalLM.from_pretrained(stage_folder(comparison, "PathWeave", 1)).config.llm_adapters
+        is None
+    )
+    # Stage 2 adds the second modality's adapters on the frozen expert LLM.
     folder = stage_folder(comparison, "PathWeave", 2)
     model = AutoModelForCausalLM.from_pretrained(folder)
-    assert model.config.llm_adapters["modalities"] == ORDER
+    assert model.config.llm_adapters["modalities"] == ORDER[1:]
     state = model.state_dict()
-    assert any(".ana.cross.image." in key for key in state)
-    for key, value in backbone.items():
+    assert any(".ana.uni.audio." in key for key in state)
+    assert not any(".ana.uni.image." in key or ".ana.cross." in key for key in state)
+    for key, value in expert.items():
         if is_llm_key(key) and "embed_tokens" not in key and "lm_head" not in key:
             assert torch.equal(state[key], value), key
 

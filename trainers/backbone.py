@@ -46,24 +46,29 @@ BACKBONES: Registry[type[Backbone]] = Registry("backbone type", base=Backbone)
 @BACKBONES.register("tiny_llama")
 class TinyLlamaBackbone(Backbone):
     def describe(self, workspace) -> dict:
-        return {"texts": phase_key("texts", {"texts": workspace.data.texts or []})}
+        data = workspace.data
+        return {
+            "texts": phase_key("texts", {"texts": data.texts or []}),
+            "training_texts": phase_key("texts", {"texts": data.training_texts or []}),
+        }
 
     def build(self, workspace):
         from hf_mera import AnyModalityLlava
         from hf_mera.models.tiny_lm import build_tiny_llama, build_word_level_tokenizer, pretrain_text_lm
 
-        run, texts = workspace.run, workspace.data.texts
+        run, data = workspace.run, workspace.data
         cfg = run.model.backbone
-        if not texts:
+        if not data.texts or not data.training_texts:
             raise ValueError(
                 "model.backbone.type 'tiny_llama' needs a data source with texts (the embedded one)."
             )
-        tokenizer = build_word_level_tokenizer(texts)
+        # The vocabulary may know every split's words; the LM trains on the train split's texts only.
+        tokenizer = build_word_level_tokenizer(data.texts)
         llm = build_tiny_llama(tokenizer, cfg.hidden_size, cfg.num_layers, cfg.num_heads, seed=run.seed)
         pretrain_text_lm(
             llm,
             tokenizer,
-            list(texts),
+            list(data.training_texts),
             steps=cfg.text_pretrain_steps,
             learning_rate=cfg.text_pretrain_learning_rate,
             batch_size=cfg.text_pretrain_batch_size,

@@ -27,10 +27,14 @@ class DataSource:
     train_sets: dict[str, dict[str, Dataset]]
     test_sets: dict[str, dict[str, Dataset]]
     cross_modal: Dataset | None = None
+    # Every text of every split (the embedded source): the vocabulary a tokenizer may know.
     texts: list[str] | None = None
     description: dict[str, Any] | None = None
     # modality -> task -> metric of its test set where a dataset chose one (OK-VQA: "vqa_accuracy").
     metrics: dict[str, dict[str, str]] | None = None
+    # The texts of the training split only: the one corpus a training phase (the tiny LLM's text
+    # pre-training) may read. No test question or reference is ever trained on (issue #17).
+    training_texts: list[str] | None = None
 
     def train(self, modality: str, tasks: tuple[str, ...] = TASKS) -> Dataset:
         self._check(modality)
@@ -89,7 +93,9 @@ def _embedded(section: DataSection, modalities: list[str], seed: int) -> DataSou
     if cross is not None and len(cross) == 0:  # no question family combines these modalities
         cross = None
     description = {"source": "embedded", "root": str(bench.root), "benchmark_hash": bench.content_hash}
-    return DataSource(train, test, cross, bench.all_texts(), description)
+    return DataSource(
+        train, test, cross, bench.all_texts(), description, training_texts=bench.all_texts(("train",))
+    )
 
 
 @register_data_source("paper")

@@ -206,7 +206,7 @@ class MergeAndRealignTrainer(StagePublisher):
         """Tune the LLM side and the new connector on Dᵢ (the plugins' hooks around it). The plugins'
         state is saved in the checkpoint and restored from it, so a reused phase (a resumed run)
         hands later stages the state an uninterrupted run would."""
-        modality, settings = stage.modality, self.instruction_settings()
+        modality, settings = stage.modality, self.instruction_settings(stage)
         description = {
             "phase": "instruction_tuning",
             "modality": modality,
@@ -238,7 +238,7 @@ class MergeAndRealignTrainer(StagePublisher):
                 data_collator=collator,
                 plugins=self.plugins,
                 stage=stage,
-                train_parameters=self.instruction_train_parameters(model),
+                train_parameters=self.instruction_train_parameters(model, stage),
             )
             trainer.train()
             model = self._finish_instruction_tuning(trainer, tmp)
@@ -256,7 +256,7 @@ class MergeAndRealignTrainer(StagePublisher):
         return checkpoint
 
     # Instruction tuning's parts a method changes (PathWeave: its adapters train in place of LoRA).
-    def instruction_settings(self):
+    def instruction_settings(self, stage: StageContext):
         return self.run.training.instruction_tuning
 
     def instruction_description(self, stage: StageContext) -> dict[str, Any]:
@@ -266,7 +266,7 @@ class MergeAndRealignTrainer(StagePublisher):
     def prepare_instruction_model(self, model, stage: StageContext):
         return model
 
-    def instruction_train_parameters(self, model):
+    def instruction_train_parameters(self, model, stage: StageContext):
         """LLM-side parameters to train instead of LoRA / the whole LLM; None: the settings decide."""
         return None
 

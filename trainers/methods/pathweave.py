@@ -1,11 +1,23 @@
 """PathWeave (Yu et al., NeurIPS 2024), as MERA's appendix C.3 runs it: Adapter-in-Adapter modules in
 the LLM, rank = the LoRA rank of the other baselines, every module kept at test time.
 
-Stage i (modality Mᵢ): add Mᵢ → pre-train its connector → grow every AnA module of the LLM by Mᵢ's
-uni-modal adapter Aᵢ (the former newest adapter Aᵢ₋₁ gets its in-adapter Fᵢ₋₁, a fresh gate weighs
-A₁ … Aᵢ) and instruction-tune Aᵢ, F₁ … Fᵢ₋₁, the gate and Mᵢ's connector in place of LoRA; the LLM,
-A₁ … Aᵢ₋₁, encoders and other connectors stay frozen → no merge, no realignment (a YAML
-`realign: true` adds MERA's realignment, paper Table 5).
+Stage 1 (modality M₁) is the fine-tuned expert, as every method's stage 1 (MERA's Tables 11–12 give
+PathWeave's stage 1 = 100.76 / 99.93 % of the expert, i.e. the expert): PathWeave starts from an
+X-InstructBLIP already tuned on images and adds adapters for *new* modalities only. Here the LLM is
+instruction-tuned on M₁ as Fine-Tuning's stage 1 (LoRA or full, the run's settings), so the phase
+is shared with the other methods' stage 1.
+
+Stage i ≥ 2 (modality Mᵢ): add Mᵢ → pre-train its connector → grow every AnA module of the LLM by
+Mᵢ's uni-modal adapter Aᵢ (the former newest adapter Aᵢ₋₁ gets its in-adapter Fᵢ₋₁, a fresh gate
+weighs A₂ … Aᵢ) and instruction-tune Aᵢ, F₂ … Fᵢ₋₁, the gate and Mᵢ's connector in place of LoRA;
+the LLM (stage 1's expert), A₂ … Aᵢ₋₁, encoders and other connectors stay frozen → no merge, no
+realignment (a YAML `realign: true` adds MERA's realignment, paper Table 5).
+
+Routing at evaluation: MERA's C.3 keeps every module for every modality ("PathWeave removes the newly
+added modules when testing the former modalities … we do not remove them", so that cross-modal
+inputs work); every input takes the newest path. The original code instead routes each modality
+through its own Q-Former, configured with `current_modality` = that modality (its own gate and the
+experts up to its own), see `hf_mera.models.anymodality_llava.pathweave`.
 
 The modules, their gating and every deviation from PathWeave's code are documented in
 `hf_mera.models.anymodality_llava.pathweave`; they live in the model (`config.llm_adapters`), so
@@ -38,25 +50,27 @@ class PathWeave(MergeAndRealignTrainer):
     target_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES
 
     def adapter_spec(self, stage: StageContext) -> dict:
-        """The LLM adapters after stage `stage`: one expert per modality seen so far, but those the
-        backbone already knew (an imported LLaVA's image path has none, as PathWeave's own
-        image-pretrained X-InstructBLIP start)."""
-        learned = self.ws.learned_modalities
+        """The LLM adapters after stage `stage` (≥ 2): one expert per modality after the first (stage 1
+        is the expert: trained like every method's, or an imported LLaVA's image path, measured)."""
         return {
             "type": "pathweave",
             "rank": self.run.training.instruction_tuning.lora_r,
-            "modalities": [m for m in stage.seen if m not in learned],
+            "modalities": list(stage.seen[1:]),
             "target_modules": list(self.target_modules),
         }
 
-    def instruction_settings(self):
+    def instruction_settings(self, stage: StageContext):
+        if stage.index == 1:  # the expert's stage: the run's LoRA or full tuning
+            return self.run.training.instruction_tuning
         # The adapters and gate train in place of LoRA, at the LLM learning rate.
         return replace(self.run.training.instruction_tuning, use_lora=False)
 
     def instruction_description(self, stage: StageContext) -> dict:
-        return {"llm_adapters": self.adapter_spec(stage)}
+        return {} if stage.index == 1 else {"llm_adapters": self.adapter_spec(stage)}
 
     def prepare_instruction_model(self, model, stage: StageContext):
+        if stage.index == 1:
+            return model
         spec = self.adapter_spec(stage)
         grown = add_pathweave_modality(model, stage.modality, spec["rank"], spec["target_modules"])
         if grown != spec:  # the previous stage's model must hold exactly the earlier experts
@@ -65,5 +79,5 @@ class PathWeave(MergeAndRealignTrainer):
             )
         return model
 
-    def instruction_train_parameters(self, model):
-        return stage_parameters(model).values()
+    def instruction_train_parameters(self, model, stage: StageContext):
+        return None if stage.index == 1 else stage_parameters(model).values()

@@ -104,12 +104,20 @@ class EmbeddedBenchmark:
             return dict(self.manifest["cross_families"])
         return dict(self.manifest["question_types"][modality])
 
-    def all_texts(self) -> list[str]:
-        """Every distinct prompt line, question, answer and reference of the benchmark, placeholders
-        removed: the corpus for a small word-level tokenizer (sorted, so the order is stable)."""
+    def all_texts(self, splits: tuple[str, ...] = EMBEDDED_SPLITS) -> list[str]:
+        """Every distinct prompt line, question, answer and reference of the given splits (the
+        cross-modal set belongs to "test"), placeholders removed, sorted so the order is stable.
+
+        All splits make the vocabulary of a small word-level tokenizer (a tokenizer may know the
+        test vocabulary, as a pretrained one does); only `("train",)` may be a training corpus.
+        """
+        unknown = set(splits) - set(EMBEDDED_SPLITS)
+        if unknown:
+            raise ValueError(f"Unknown split(s) {sorted(unknown)}; the benchmark has {EMBEDDED_SPLITS}.")
         texts: set[str] = set()
-        sets = [(m, t, s) for m in self.modalities for t in EMBEDDED_TASKS for s in EMBEDDED_SPLITS]
-        sets.append((CROSS_MODALITY, "cross", "test"))
+        sets = [(m, t, s) for m in self.modalities for t in EMBEDDED_TASKS for s in splits]
+        if "test" in splits:
+            sets.append((CROSS_MODALITY, "cross", "test"))
         for modality, task, split in sets:
             dataset = self._load(modality, task, split)[0]
             for messages, references in zip(dataset["messages"], dataset["references"]):

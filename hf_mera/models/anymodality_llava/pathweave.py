@@ -23,9 +23,11 @@ torch's default `nn.Linear` init. A new A_n therefore adds nothing at first, but
 from stage 2 on does change the model: the fresh zero gate weighs the experts uniformly (1/n) and
 each former A_j gets a random in-adapter — as in PathWeave.
 
-Routing: the forward needs no modality label. In PathWeave's code which experts a token passes is
-fixed by the model's configuration (`config.current_modality`, set per run), and the per-token gate
-does the rest; MERA keeps every module at test time (appendix C.3), so here every input — any
+Routing: the forward needs no modality label. In PathWeave's code each modality has its own
+Q-Former, built with `current_modality` = that modality, so modality m's inputs pass its own gate and
+the experts up to its own (`Qformer.py`: `if self.current_modality in "audio": … audio_gate_adapter_*`),
+and the original removes later modules when it tests a former modality. MERA's appendix C.3 keeps
+every module for every modality so that cross-modal inputs work; here, accordingly, every input — any
 modality, batches mixing several (the cross-modal set), text only, each generation step — takes the
 one path of the newest configuration (the last entry of `llm_adapters["modalities"]`).
 
@@ -41,9 +43,10 @@ Deviations from the original (and why):
    adapters, the newest gate) instead of switching back to their own stage's path (C.3: removing them
    rules out cross-modal inputs). Their outputs can therefore change after later stages (the gate and
    the in-adapters their tokens pass through keep training); that is the forgetting MERA measures.
-4. The first modality gets a uni-modal adapter too: PathWeave starts from an image-pretrained
-   X-InstructBLIP whose image path has none (its first adapter is video's); our LLM knows no modality,
-   so stage 1 trains A₁ alone, as PathWeave's video stage does.
+4. As in PathWeave, the first modality has no adapter: PathWeave starts from an image-tuned
+   X-InstructBLIP and adds adapters for new modalities only. Our LLM knows no modality, so the
+   method's stage 1 instruction-tunes the LLM on the first modality like every method's stage 1
+   (the expert; `trainers/methods/pathweave.py`), and the adapters start at the second modality.
 5. Connectors: each modality's own connector (MLP or Q-Former) is pre-trained and instruction-tuned
    at its stage, as for every method in MERA's comparison; PathWeave instead reuses a frozen Q-Former
    and LLM projection and trains adapter branches on the projection (`llmProj_adapter_list`), which
