@@ -212,3 +212,84 @@ def test_use_kernels_is_off_by_default_and_reaches_from_pretrained(monkeypatch):
         with pytest.raises(OSError, match="stop"):
             pretrained.load_causal_lm("some/folder", use_kernels=flag)
     assert [k.get("use_kernels") for k in seen] == [False, True]
+
+
+# ---- run.py --check ----------------------------------------------------------------------------
+
+TINY = [
+    "--order", "[image, audio]",
+    "--data.embedded", "{caption_train: 8, qa_train: 8, caption_test: 2, qa_test: 2, cross_test: 2, speech_fraction: 0.0}",
+    "--model.backbone.hidden_size", "32",
+    "--model.backbone.num_layers", "2",
+]  # fmt: skip
+
+
+def test_check_plans_every_phase_and_sees_the_cached_ones(tmp_path):
+    from hf_mera.data.embedded import EmbeddedSizes, build_embedded_benchmark
+    from trainers.checkpoints import CheckpointStore
+    from trainers.data_sources import load_data_source
+    from trainers.plan import check, plan_phases
+
+    base = [*TINY, "--output_dir", str(tmp_path / "out"), "--data.root", str(tmp_path / "bench")]
+    lines: list[str] = []
+    assert check(load_run_config("quickstart", base), out=lines.append) == 0
+    assert any("embedded benchmark not generated yet" in line for line in lines), lines
+    assert any("plan: needs the data" in line for line in lines), lines
+
+    sizes = EmbeddedSizes(
+        caption_train=8, qa_train=8, caption_test=2, qa_test=2, cross_test=2, speech_fraction=0.0
+    )
+    build_embedded_benchmark(
+        tmp_path / "bench", seed=0, sizes=sizes, modalities=("image", "audio"), progress=False
+    )
+
+    def plan(*extra):
+        run = load_run_config("quickstart", [*base, *extra])
+        return plan_phases(run, load_data_source(run.data, list(run.order), run.seed))
+
+    phases = plan()
+    by_method = {
+        m: [p.name for p in phases if p.method == m] for m in ("Experts", "Fine-Tuning", "MERA (10%)")
+    }
+    assert by_method["Experts"] == [
+        "backbone", "add-image", "pretrain-image", "it-image", "add-audio", "pretrain-audio", "it-audio"
+    ]  # fmt: skip
+    assert by_method["MERA (10%)"][-2:] == ["merge-audio", "realign-audio"]  # stage 1 is the expert
+    assert "realign-image" not in by_method["MERA (10%)"]
+    assert not any(p.cached for p in phases)
+    # Stage 1 of every method is the expert's stage 1: planned once, then shared.
+    shared = {(p.method, p.name): p.shared for p in phases}
+    assert shared[("MERA (10%)", "it-image")] == "Experts" and shared[("Experts", "it-image")] is None
+
+    # A phase the store holds is reported cached, found by the run's own lookup.
+    backbone = next(p for p in phases if p.name == "backbone")
+    store = CheckpointStore(tmp_path / "out" / "checkpoints")
+    tmp = store.begin("backbone", backbone.key)
+    (tmp / "model.safetensors").write_bytes(b"0" * 1000)
+    store.commit("backbone", backbone.key, tmp, {"phase": "backbone"})
+    cached = {(p.method, p.name) for p in plan() if p.cached and p.shared is None}
+    assert cached == {("Experts", "backbone")}
+    lines.clear()
+    assert check(load_run_config("quickstart", base), out=lines.append) == 0
+    assert any(line.startswith("plan: ") and "1 cached" in line for line in lines), lines
+    assert any(line.startswith("disk: ") and "phases to run write about" in line for line in lines), lines
+
+    # Another realignment setting changes the realignment's key and nothing before it.
+    keys = {(p.method, p.name): p.key for p in phases}
+    changed = {
+        (p.method, p.name)
+        for p in plan("--training.realign.max_steps", "7")
+        if keys[(p.method, p.name)] != p.key
+    }
+    assert changed == {("MERA (10%)", "realign-audio")}
+
+
+def test_check_flag_on_the_command_line(tmp_path, capsys):
+    from hf_mera.run import main
+
+    args = ["--check", *TINY, "--output_dir", str(tmp_path / "out"), "--data.root", str(tmp_path / "bench")]
+    assert main(args) == 0
+    assert "plan: needs the data" in capsys.readouterr().out
+    assert main(["--check", "--training.realign.learning_rate", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "error: " in err and "training.realign.learning_rate: got -1.0; allowed: > 0" in err
