@@ -34,7 +34,13 @@ PHASE_CONFIGS = {
 
 def check_run(run: RunConfig) -> None:
     """ValueError naming the dotted field of the first thing in `run` the trainers would refuse."""
+    import torch
+    from accelerate import PartialState
+
     check_names(run, TRAINER_NAMES)
+    # Building a TrainingArguments sets up the process state: make it the one `Workspace` makes (gloo
+    # on CPU), as the first thing to create it decides for the whole run.
+    PartialState(cpu=not torch.cuda.is_available())
     for name, config_cls in PHASE_CONFIGS.items():
         # The phase's trainer config as the phase will build it, `extra` included: what SFTConfig /
         # TrainingArguments refuse (an unknown optimizer, bf16 on a CPU ...) fails now.
