@@ -75,7 +75,6 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     from hf_mera.continual.curriculum import load_run_config
-
     from trainers.validation import check_run
 
     try:
