@@ -293,3 +293,21 @@ def test_check_flag_on_the_command_line(tmp_path, capsys):
     assert main(["--check", "--training.realign.learning_rate", "-1"]) == 2
     err = capsys.readouterr().err
     assert "error: " in err and "training.realign.learning_rate: got -1.0; allowed: > 0" in err
+
+
+def test_the_model_loads_without_hub_kernels_unless_asked(monkeypatch):
+    from transformers import PreTrainedModel
+
+    from hf_mera import AnyModalityLlava
+
+    seen = []
+
+    def from_pretrained(cls, *args, **kwargs):
+        seen.append(kwargs)
+        raise OSError("stop")
+
+    monkeypatch.setattr(PreTrainedModel, "from_pretrained", classmethod(from_pretrained))
+    for kwargs in ({}, {"use_kernels": True}):
+        with pytest.raises(OSError, match="stop"):
+            AnyModalityLlava.from_pretrained("some/folder", **kwargs)
+    assert [k.get("use_kernels") for k in seen] == [False, True]

@@ -261,7 +261,7 @@ class MethodConfig:
     )
 
     def __post_init__(self):
-        plugins = LIBRARY_NAMES["plugin"]()
+        plugins = LIBRARY_NAMES["plugin"]() if self.plugins else {}
         for i, spec in enumerate(self.plugins):
             where = f"plugins[{i}]"
             if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
