@@ -311,3 +311,22 @@ def test_the_model_loads_without_hub_kernels_unless_asked(monkeypatch):
         with pytest.raises(OSError, match="stop"):
             AnyModalityLlava.from_pretrained("some/folder", **kwargs)
     assert [k.get("use_kernels") for k in seen] == [False, True]
+
+
+def test_check_names_missing_data_and_weights(tmp_path, capsys, monkeypatch):
+    from huggingface_hub import constants
+
+    from hf_mera.run import main
+    from trainers.plan import weights_location
+
+    assert weights_location(str(tmp_path)) == (f"local folder {tmp_path}", True)
+    assert weights_location(None)[1] is True
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    where, found = weights_location("nobody/no-such-model")
+    assert not found and "HF_HUB_OFFLINE" in where
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    assert weights_location("nobody/no-such-model")[1] is True  # the run downloads it
+    # The paper's datasets are not on this machine: --check says which file it missed, exits 1.
+    assert main(["paper-sequential", "--check", "--output_dir", str(tmp_path / "out")]) == 1
+    out = capsys.readouterr().out
+    assert "problem(s)" in out and "data: mscoco: annotation file for 'train' not found" in out, out

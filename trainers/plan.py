@@ -95,7 +95,8 @@ def embedded_benchmark_folder(run: RunConfig) -> tuple[Path, bool]:
 
 
 def weights_location(name_or_path: str | None) -> tuple[str, bool]:
-    """Where weights named `name_or_path` come from, and whether they are on this machine now."""
+    """Where weights named `name_or_path` come from, and whether the run can get them: on this
+    machine now, or a hub id not cached yet while the hub may be used (not `HF_HUB_OFFLINE`)."""
     if name_or_path is None:
         return "built in (packaged or deterministic weights)", True
     if name_or_path == "smollm2":
@@ -115,7 +116,14 @@ def weights_location(name_or_path: str | None) -> tuple[str, bool]:
         return f"not a folder and not a hub id: {err}", False
     if isinstance(cached, str):
         return f"hub {name_or_path} (in the local hub cache)", True
-    return f"hub {name_or_path}: NOT in the local hub cache, will be downloaded (needs the hub)", False
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return (
+            f"hub {name_or_path}: not in the local hub cache, and HF_HUB_OFFLINE forbids downloading it",
+            False,
+        )
+    return f"hub {name_or_path}: not in the local hub cache yet, the run downloads it (needs the hub)", True
 
 
 def _folder_bytes(folder: Path) -> int:
