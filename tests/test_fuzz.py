@@ -276,3 +276,17 @@ def test_demo_upload_of_random_or_mutated_files(demo_backend, media_files, data)
     refused = any(word in final for word in ("can't", "Cannot", "not learned", " MB"))
     assert not refused or f"`{path.name}`" in final, final  # the name the user uploaded, not a temp path
     assert view is None or Path(view).suffix in (".ply", ".obj", ".glb", ".gltf", ".stl")
+
+
+def test_audio_with_an_unknown_codec_tag_names_the_file(media_files, tmp_path):
+    """Found by the fuzzer: libsndfile refuses a WAV whose format tag is unknown, and PyAV opens it
+    with a stream that has no codec context, whose every attribute raised AttributeError."""
+    from hf_mera.modalities import get_modality
+
+    blob = bytearray(Path(media_files["audio0"]).read_bytes())
+    assert blob[:4] == b"RIFF" and blob[12:16] == b"fmt "
+    for tag in (0x0000, 0x1234, 0xFFFE):
+        blob[20:22] = tag.to_bytes(2, "little")
+        path = write(str(tmp_path), f"tag{tag}.wav", bytes(blob))
+        with pytest.raises(ValueError, match=f"Cannot read audio .*{path.name}"):
+            get_modality("audio").load(str(path))
