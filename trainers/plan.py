@@ -173,11 +173,16 @@ def check(run: RunConfig, out=print) -> int:
             problems.append(f"model.modalities.{name}.encoder_name_or_path: {where}")
 
     store_root = Path(run.output_dir) / "checkpoints"
+    phases, to_run = None, None
     if data is None:
         out("plan: needs the data (phase keys name the benchmark's hash): every phase will run")
-        to_run = None
     else:
-        phases = plan_phases(run, data)
+        try:
+            phases = plan_phases(run, data)
+        except ValueError as err:  # what a method refuses when it is built (a push without HF_TOKEN ...)
+            problems.append(f"plan: {err}")
+            out(f"plan: PROBLEM: {err}")
+    if phases is not None:
         to_run = [p for p in phases if not p.cached and p.shared is None]
         cached = sum(p.cached and p.shared is None for p in phases)
         out(f"plan: {len(phases)} phases, {cached} cached in {store_root}, {len(to_run)} to run")
@@ -200,7 +205,9 @@ def check(run: RunConfig, out=print) -> int:
         if need > free:
             problems.append(f"disk: {need / 2**30:.2f} GiB needed, {free / 2**30:.1f} GiB free at {probe}")
     else:
-        out(f"disk: {free / 2**30:.1f} GiB free at {probe} (no stored phase yet to size the others by)")
+        out(
+            f"disk: {free / 2**30:.1f} GiB free at {probe} (no stored phase or no plan yet to size the phases to run by)"
+        )
     out("ready" if not problems else f"{len(problems)} problem(s):\n  " + "\n  ".join(problems))
     return len(problems)
 
