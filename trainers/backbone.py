@@ -85,7 +85,12 @@ class PretrainedBackbone(Backbone):
         from hf_mera.models.pretrained import load_causal_lm
 
         cfg = workspace.run.model.backbone
-        llm, tokenizer = load_causal_lm(cfg.name_or_path, gguf_file=cfg.gguf_file, dtype=workspace.dtype)
+        llm, tokenizer = load_causal_lm(
+            cfg.name_or_path,
+            gguf_file=cfg.gguf_file,
+            dtype=workspace.dtype,
+            use_kernels=workspace.run.model.use_kernels,
+        )
         return AnyModalityLlava.from_pretrained_components(llm, [], tokenizer=tokenizer)
 
 
@@ -136,6 +141,9 @@ def backbone_phase(workspace) -> Checkpoint:
         "seed": run.seed,
         "benchmark_hash": data.benchmark_hash,
         **backbone.describe(workspace),
+        # Hub kernels change the numerics of every phase; named only when on, so the keys of runs
+        # without them stay those they always were.
+        **({"use_kernels": True} if run.model.use_kernels else {}),
     }
     return workspace.run_phase(
         "backbone", None, description, lambda model, processor, tmp: backbone.build(workspace)

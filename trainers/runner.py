@@ -68,6 +68,9 @@ def run_curriculum(run: RunConfig, progress: bool = True) -> dict:
         write_report,
     )
 
+    from .validation import check_run
+
+    check_run(run)  # a misnamed method type, backbone or data source fails before the data are built
     workspace = Workspace(run, progress=progress)
     output_dir = Path(run.output_dir)
     if workspace.is_main:

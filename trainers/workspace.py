@@ -65,8 +65,10 @@ class Workspace:
 
     def load(self, checkpoint: Checkpoint):
         from hf_mera import AnyModalityLlava, AnyModalityProcessor
+        from hf_mera.models.pretrained import kernel_kwargs
 
-        model = AnyModalityLlava.from_pretrained(checkpoint.path, dtype=self.dtype)
+        kernels = kernel_kwargs(self.run.model.use_kernels)
+        model = AnyModalityLlava.from_pretrained(checkpoint.path, dtype=self.dtype, **kernels)
         processor = AnyModalityProcessor.from_pretrained(checkpoint.path)
         return model, processor
 

@@ -33,24 +33,38 @@ class PhaseSettings:
     # Fields a phase's trainer config adds to SFTConfig, settable through `extra` only.
     trainer_fields: ClassVar[tuple[str, ...]] = ("warmup_ratio",)
 
-    max_steps: int = field(default=-1, metadata={"help": "Optimizer steps (-1: num_train_epochs)."})
-    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs when max_steps is -1 (paper: 1)."})
+    max_steps: int = field(
+        default=-1, metadata={"help": "Optimizer steps (-1 or 0: num_train_epochs).", "ge": -1}
+    )
+    num_train_epochs: float = field(
+        default=1.0, metadata={"help": "Epochs when max_steps is -1 (paper: 1).", "ge": 0}
+    )
     per_device_train_batch_size: int = field(
-        default=16, metadata={"help": "Batch size per process (paper: 16)."}
+        default=16, metadata={"help": "Batch size per process (paper: 16).", "ge": 1}
     )
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Gradient accumulation."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Gradient accumulation.", "ge": 1})
     learning_rate: float = field(
-        default=2e-5, metadata={"help": "Learning rate (of the LLM for instruction tuning; paper: 2e-5)."}
+        default=2e-5,
+        metadata={"help": "Learning rate (of the LLM for instruction tuning; paper: 2e-5).", "gt": 0},
     )
-    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Scheduler (paper: cosine decay)."})
-    warmup_ratio: float = field(default=0.03, metadata={"help": "Warm-up fraction (paper: 0.03)."})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    lr_scheduler_type: str = field(
+        default="cosine", metadata={"help": "Scheduler (paper: cosine decay).", "choices": "lr scheduler"}
+    )
+    warmup_ratio: float = field(
+        default=0.03, metadata={"help": "Warm-up fraction (paper: 0.03).", "ge": 0, "lt": 1}
+    )
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay.", "ge": 0})
     extra: dict[str, Any] = field(
         default_factory=dict,
         metadata={"help": "Any other field of the phase's trainer config (trl SFTConfig), passed through."},
     )
 
     def __post_init__(self):
+        if self.max_steps <= 0 and self.num_train_epochs <= 0:
+            raise ValueError(
+                f"max_steps: no training budget (max_steps {self.max_steps}, num_train_epochs "
+                f"{self.num_train_epochs}); allowed: max_steps >= 1, or num_train_epochs > 0 with max_steps -1."
+            )
         own = {f.name for f in dataclasses.fields(self)} - {"extra"}
         for key in self.extra:
             if key in own:
@@ -73,8 +87,12 @@ class PhaseSettings:
 class ConnectorPretrainSettings(PhaseSettings):
     """Connector pre-training on captions (Table 9 "Pre-training")."""
 
-    per_device_train_batch_size: int = field(default=128, metadata={"help": "Batch size (paper: 128)."})
-    learning_rate: float = field(default=1e-3, metadata={"help": "Connector learning rate (paper: 1e-3)."})
+    per_device_train_batch_size: int = field(
+        default=128, metadata={"help": "Batch size (paper: 128).", "ge": 1}
+    )
+    learning_rate: float = field(
+        default=1e-3, metadata={"help": "Connector learning rate (paper: 1e-3).", "gt": 0}
+    )
 
 
 @dataclass
@@ -83,16 +101,16 @@ class InstructionTuningSettings(PhaseSettings):
 
     trainer_fields: ClassVar[tuple[str, ...]] = ("warmup_ratio", "lora_dropout")
 
-    learning_rate: float = field(default=2e-4, metadata={"help": "LLM learning rate (paper: 2e-4)."})
+    learning_rate: float = field(default=2e-4, metadata={"help": "LLM learning rate (paper: 2e-4).", "gt": 0})
     connector_learning_rate: float = field(
-        default=2e-5, metadata={"help": "Connector learning rate (paper: 2e-5)."}
+        default=2e-5, metadata={"help": "Connector learning rate (paper: 2e-5).", "gt": 0}
     )
     use_lora: bool = field(
         default=True, metadata={"help": "LoRA on every linear module of the LLM; false = full."}
     )
-    lora_r: int = field(default=128, metadata={"help": "LoRA rank (paper: 128)."})
+    lora_r: int = field(default=128, metadata={"help": "LoRA rank (paper: 128).", "ge": 1})
     lora_alpha: int = field(
-        default=128, metadata={"help": "LoRA alpha; the update is scaled by alpha / r (paper: 128)."}
+        default=128, metadata={"help": "LoRA alpha; the update is scaled by alpha / r (paper: 128).", "gt": 0}
     )
 
 

@@ -49,6 +49,8 @@ def _read_with_pyav(path: Path) -> tuple[np.ndarray, int]:
         if not container.streams.audio:
             raise ValueError(f"Cannot read audio {path}: the file has no audio stream.")
         stream = container.streams.audio[0]
+        if stream.codec_context is None:  # an unknown codec tag: PyAV's stream then has no attributes
+            raise ValueError(f"Cannot read audio {path}: FFmpeg has no decoder for its audio stream.")
         rate = int(stream.rate or stream.codec_context.sample_rate)
         # Packed float mono at the native rate: our resampler does the rate change.
         resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)

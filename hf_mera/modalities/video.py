@@ -45,6 +45,8 @@ def _decode(path: Path, keep: set[int] | None) -> tuple[dict[int, Image.Image], 
             if not container.streams.video:
                 raise ValueError(f"Cannot read video {path}: the file has no video stream.")
             stream = container.streams.video[0]
+            if stream.codec_context is None:  # an unknown codec tag: nothing to decode it with
+                raise ValueError(f"Cannot read video {path}: FFmpeg has no decoder for its video stream.")
             stream.thread_type = "AUTO"  # frame threads: decoding dominates loading time
             for frame in container.decode(stream):
                 if keep is None or count in keep:

@@ -94,6 +94,11 @@ class AnyModalityLlavaPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
+        from hf_mera.models.pretrained import kernel_kwargs
+
+        # Hub kernels stay off unless asked for (`use_kernels=True`, a run's `model.use_kernels`):
+        # transformers >= 5.25 would otherwise turn them on, changing numerics and needing the hub.
+        kwargs = {**kernel_kwargs(False), **kwargs}
         loaded = super().from_pretrained(*args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded
         # Loading leaves non-persistent buffers uninitialised and skips modules a wrapped transformers
@@ -460,7 +465,9 @@ class AnyModalityLlavaForConditionalGeneration(AnyModalityLlavaPreTrainedModel, 
         from .processing_anymodality_llava import AnyModalityProcessor
 
         if isinstance(llm, (str, bytes)) or hasattr(llm, "__fspath__"):
-            llm = AutoModelForCausalLM.from_pretrained(llm, **(llm_kwargs or {}))
+            from hf_mera.models.pretrained import kernel_kwargs
+
+            llm = AutoModelForCausalLM.from_pretrained(llm, **{**kernel_kwargs(False), **(llm_kwargs or {})})
         if tokenizer is None and processor is None:
             raise ValueError("Pass the LLM's `tokenizer` (or a ready `processor`).")
         if processor is None:
