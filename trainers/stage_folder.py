@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hf_mera.atomic import atomic_directory
+from hf_mera.faults import fault_point
 
 from .checkpoints import COMPLETE_MARKER, Checkpoint
 
@@ -57,6 +58,7 @@ def publish_stage(
             ):
                 link_or_copy(source, tmp / source.name)
         (tmp / "stage.json").write_text(json.dumps(info, indent=2))
+        fault_point("publish", "linked")
         on_saved(tmp, info)
     on_published(stage_dir, info)
     return stage_dir
@@ -96,6 +98,7 @@ class StagePublisher:
 
         repo_id, revision = hub_target(self.run, info)
         write_stage_card(stage_dir, info, self.run, repo_id=repo_id, revision=revision)
+        fault_point("card", "written")
 
     def on_stage_published(self, stage_dir: Path, info: dict) -> None:
         """Hook called on the main process once the stage folder is in place: pushes it to the hub
