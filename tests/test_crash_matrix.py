@@ -52,18 +52,22 @@ def run_args(data_root: Path) -> list[str]:
     ]  # fmt: skip
 
 
-# One crash per phase type (phase:step@occurrence, see hf_mera/faults.py), at its latest or most
-# damaging point: mid-training, weights written but not committed, half a stage's scores, a stage
-# folder or card built but not renamed into place, a stage pushed to its branch but not yet to main.
-FAULTS = [
+# One crash per phase type (phase:step@occurrence, see hf_mera/faults.py), each at a damaging point:
+# mid-training, weights written but not committed, half a stage's scores, a stage folder built or
+# its card written but not renamed into place, a stage pushed to its branch but not yet to main.
+# They form one chain: each command resumes from the previous crash and is killed at the next point,
+# the last one runs to the end (10 processes for 9 crashes, instead of 18). Occurrences count per
+# process, and a resumed process reuses what the crashed ones finished: `push:1@2` is the second
+# push of a process that publishes stage 1 again and then stage 2.
+CHAIN = [
     "text_pretrain:5",  # the backbone's text pre-training, step 5 of 10
     "connector_pretrain:2",  # stage 1's connector pre-training, step 2 of 3
-    "instruction_tuning:2@2",  # stage 2's instruction tuning, step 2 of 3
+    "publish:linked",  # stage 1 evaluated, its folder built, not renamed into place
+    "card:written",  # stage 1's card written into its unpublished folder
+    "instruction_tuning:2",  # stage 2's instruction tuning, step 2 of 3
     "merge:saved",  # stage 2's merged weights written, the phase not committed
     "realign:1",  # stage 2's realignment, step 1 of 2
-    "evaluation:1@2",  # stage 2 evaluated on image, not yet on audio
-    "publish:linked@2",  # stage 2's folder built, not renamed into place
-    "card:written",  # stage 1's card written into its unpublished folder
+    "evaluation:1",  # stage 2 evaluated on image, not yet on audio
     "push:1@2",  # stage 2 pushed to its branch, not yet to main
 ]
 
@@ -114,14 +118,21 @@ def reference(data_root, tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("fault", FAULTS)
-def test_a_crash_then_the_same_command_ends_as_an_uninterrupted_run(reference, data_root, tmp_path, fault):
-    crashed = launch(tmp_path, data_root, fault)
-    log = crashed.stdout + crashed.stderr
-    assert crashed.returncode == -signal.SIGKILL, log[-3000:]
-    phase, step = fault.split("@")[0].split(":")
-    assert f"killing the process at {phase}:{step}" in log
-    assert not (tmp_path / "out" / "results.json").exists()
+def test_a_crash_in_every_phase_type_then_the_same_command_ends_as_an_uninterrupted_run(
+    reference, data_root, tmp_path
+):
+    finished_before: set[str] = set()
+    for fault in CHAIN:
+        crashed = launch(tmp_path, data_root, fault)
+        log = crashed.stdout + crashed.stderr
+        assert crashed.returncode == -signal.SIGKILL, f"{fault}: " + log[-3000:]
+        phase, step = fault.split("@")[0].split(":")
+        assert f"killing the process at {phase}:{step}" in log, fault
+        assert not (tmp_path / "out" / "results.json").exists()
+        # Every phase finished before a crash is reused as it is, never trained again.
+        trained = set(re.findall(r"phase (\S+) \((\w+)\): running", log))
+        assert not {f"{name}-{key}" for name, key in trained} & finished_before, fault
+        finished_before = {p.parent.name for p in (tmp_path / "out").glob("checkpoints/*/phase.json")}
     resumed = launch(tmp_path, data_root)
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
     assert_same_as(reference, tmp_path)
@@ -139,8 +150,9 @@ def test_a_damaged_or_truncated_phase_is_reported_and_recomputed(reference, data
     result = launch(tmp_path, data_root)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-3000:]
-    assert re.search(rf"WARNING .*{re.escape(str(flipped))} is damaged", log), log[-3000:]
-    assert re.search(rf"WARNING .*{re.escape(str(truncated))} is truncated", log), log[-3000:]
+    for path, damage in [(flipped, "is damaged"), (truncated, "is truncated")]:  # named as the run names it
+        named = re.escape(str(path.relative_to(tmp_path)))
+        assert re.search(rf"WARNING .*{named} {damage}", log), log[-3000:]
     recomputed = set(re.findall(r"phase (\S+) \(\w+\): running", log))
     assert recomputed == {"it-image", "merge-audio"}, recomputed  # those two only, never loaded
     assert_same_as(reference, tmp_path)

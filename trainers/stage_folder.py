@@ -30,9 +30,11 @@ def link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-# Files of a phase checkpoint that are the run's bookkeeping, not the model: evaluation caches and
-# continual-learning plugins' state (EWC's Fisher), which a stage folder on the hub must not carry.
-PRIVATE_PREFIXES = ("eval-", "plugin-")
+# Files of a phase checkpoint that are the run's bookkeeping, not the model: evaluation caches, the
+# inference cost and continual-learning plugins' state (EWC's Fisher), which a stage folder on the
+# hub must not carry. (A resumed run republishes stages from folders that already hold them: left
+# public, the stage a resumed run pushed would differ from an uninterrupted run's.)
+PRIVATE_PREFIXES = ("eval-", "inference-", "plugin-")
 
 
 def publish_stage(
