@@ -198,7 +198,7 @@ def test_disk_full_and_permission_denied_leave_the_last_good_state(
         run_curriculum(load_run_config("quickstart", args), progress=False)
     assert failure.value.errno == errno.ENOSPC
     note = "\n".join(failure.value.__notes__)
-    assert re.search(r"checkpoints/\.tmp-merge-audio-\w+ \(now removed\)", note), note
+    assert re.search(r"temporary folder out/checkpoints/\.tmp-merge-audio-\w+ was removed", note), note
     assert not leftovers(tmp_path / "out")
     before = intact_phases()
     assert any(name.startswith("it-audio-") for name in before)

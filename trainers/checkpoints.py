@@ -16,9 +16,9 @@ The store also checks itself: `phase.json` records every file of the phase with 
 xxh3-128 hash (`file_manifest`), and a phase is reused only when its files still match
 (`CheckpointStore.verify`). A file damaged after the phase was written (flipped bytes: safetensors
 checks no data checksum, so they would load silently), truncated or missing is reported in a
-warning naming it, and the phase is recomputed, never loaded. xxh3 hashes at about 16 GB/s here, so
-the check costs a fraction of reading the files (`bench/bench_phase_store.py`). Each folder is
-checked once per process.
+warning naming it, and the phase is recomputed, never loaded. xxh3 hashes at several GB/s, so the
+check costs about one more read of the files (1.1–1.2× reading them, a tenth of loading them:
+`bench/bench_phase_store.py`). Each folder is checked once per process.
 
 Phase folders written before the hashes existed (no `files` in `phase.json`) are trusted with a
 warning rather than recomputed: they were published atomically, so they are whole unless damaged

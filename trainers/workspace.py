@@ -107,9 +107,9 @@ class Workspace:
             if self.is_main:
                 shutil.rmtree(tmp, ignore_errors=True)
             err.add_note(
-                f"hf_mera: phase {name} failed while writing {tmp} (now removed); nothing of it was "
-                f"published and every finished phase in {self.store.root} is intact: fix the cause "
-                "(free disk space, permissions) and run the same command again to resume."
+                f"hf_mera: phase {name} failed; its temporary folder {tmp} was removed, nothing of it "
+                f"was published and every finished phase in {self.store.root} is intact: fix the cause "
+                "(e.g. free disk space, permissions) and run the same command again to resume."
             )
             raise
         self.barrier()
