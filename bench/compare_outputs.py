@@ -26,6 +26,7 @@ TIMING_KEYS = {
     "latency_per_token_ms",
     "train_peak_memory_bytes",
     "infer_peak_memory_bytes",
+    "peak_memory_bytes",  # a method record's ru_maxrss on CPU (results.json without experts)
     "seconds",
 }
 
@@ -46,6 +47,17 @@ def without_timing(value):
     return value
 
 
+def json_differences(a, b, where: str = "") -> list[str]:
+    """Dotted paths at which two JSON values differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [
+            d for k in sorted(set(a) | set(b)) for d in json_differences(a.get(k), b.get(k), f"{where}.{k}")
+        ]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in json_differences(x, y, f"{where}[{i}]")]
+    return [] if a == b else [f"{where or '.'}: {a!r} != {b!r}"]
+
+
 def compare(a: Path, b: Path) -> list[str]:
     problems = []
     weights_a, weights_b = stage_weights(a), stage_weights(b)
@@ -61,7 +73,8 @@ def compare(a: Path, b: Path) -> list[str]:
     results_a = without_timing(json.loads((a / "results.json").read_text()))
     results_b = without_timing(json.loads((b / "results.json").read_text()))
     if results_a != results_b:
-        problems.append("results.json differs (timing fields removed)")
+        where = "; ".join(json_differences(results_a, results_b)[:5])
+        problems.append(f"results.json differs (timing fields removed): {where}")
     print(f"{len(weights_a)} stage weight files, {len(phases_a)} phases, results.json compared")
     return problems
 

@@ -32,8 +32,17 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except Exception as err:  # disk full, permission denied: name the file and what is safe
+        _note_unpublished(err, path)
+        raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _note_unpublished(err: Exception, path: Path) -> None:
+    # A write error from inside a writer (safetensors, json) rarely names the file: say which one,
+    # and that the previous version is untouched.
+    err.add_note(f"hf_mera: writing {path} failed; its previous content (if any) is untouched.")
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
@@ -61,16 +70,23 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     tmp = path.with_name(f".tmp-{path.name}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    old = path.with_name(f".old-{path.name}")
     try:
         yield tmp
-    except BaseException:
+        # Move the previous folder aside, not delete it first, so a failure here cannot leave half of it.
+        shutil.rmtree(old, ignore_errors=True)
+        if path.is_symlink() or path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, Exception):
+            _note_unpublished(err, path)
         raise
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.exists():
-        shutil.rmtree(path)
-    os.replace(tmp, path)
+    if old.is_symlink() or old.is_file():
+        old.unlink()
+    else:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 __all__ = ["atomic_directory", "atomic_file", "atomic_write_json", "atomic_write_text"]

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from hf_mera.continual.curriculum import RunConfig
+from hf_mera.faults import fault_point
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ def push_stage(stage_dir: str | Path, info: dict, run: RunConfig, api=None) -> l
             ignore_patterns=[".*", "**/.*"],
         )
         logger.info("pushed %s to %s@%s", stage_dir, section.repo_id, revision)
+        fault_point("push", revisions.index(revision) + 1)
     return revisions
 
 

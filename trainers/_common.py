@@ -145,6 +145,10 @@ class MultimodalSFTTrainer(SFTTrainer):
             data_collator = MultimodalCollator(
                 processing_class, max_length=args.max_length, pad_to_multiple_of=args.pad_to_multiple_of
             )
+        from hf_mera.faults import fault_callback
+
+        if (callback := fault_callback()) is not None:  # HF_MERA_FAULT's per-step kills; None normally
+            kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), callback]
         super().__init__(
             model=model,
             args=args,

@@ -9,6 +9,7 @@ import json
 from dataclasses import asdict
 
 from hf_mera.atomic import atomic_write_json
+from hf_mera.faults import fault_point
 
 from .checkpoints import Checkpoint, phase_key
 
@@ -39,6 +40,7 @@ class StageEvaluator:
                     task: self.score(model, processor, ds, task, data.metric(modality, task))
                     for task, ds in data.test(modality).items()
                 }
+                fault_point("evaluation", len(scores))
             atomic_write_json(result_file, scores)
         self.ws.barrier()
         return json.loads(result_file.read_text())

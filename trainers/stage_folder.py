@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hf_mera.atomic import atomic_directory
+from hf_mera.faults import fault_point
 
 from .checkpoints import COMPLETE_MARKER, Checkpoint
 
@@ -29,9 +30,11 @@ def link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-# Files of a phase checkpoint that are the run's bookkeeping, not the model: evaluation caches and
-# continual-learning plugins' state (EWC's Fisher), which a stage folder on the hub must not carry.
-PRIVATE_PREFIXES = ("eval-", "plugin-")
+# Files of a phase checkpoint that are the run's bookkeeping, not the model: evaluation caches, the
+# inference cost and continual-learning plugins' state (EWC's Fisher), which a stage folder on the
+# hub must not carry. (A resumed run republishes stages from folders that already hold them: left
+# public, the stage a resumed run pushed would differ from an uninterrupted run's.)
+PRIVATE_PREFIXES = ("eval-", "inference-", "plugin-")
 
 
 def publish_stage(
@@ -57,6 +60,7 @@ def publish_stage(
             ):
                 link_or_copy(source, tmp / source.name)
         (tmp / "stage.json").write_text(json.dumps(info, indent=2))
+        fault_point("publish", "linked")
         on_saved(tmp, info)
     on_published(stage_dir, info)
     return stage_dir
@@ -96,6 +100,7 @@ class StagePublisher:
 
         repo_id, revision = hub_target(self.run, info)
         write_stage_card(stage_dir, info, self.run, repo_id=repo_id, revision=revision)
+        fault_point("card", "written")
 
     def on_stage_published(self, stage_dir: Path, info: dict) -> None:
         """Hook called on the main process once the stage folder is in place: pushes it to the hub

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -91,14 +92,28 @@ class Workspace:
         tmp = self.store.begin(name, key)
         self.barrier()
         from hf_mera.evaluation import measure
+        from hf_mera.faults import fault_point, phase_scope
 
-        with measure() as cost:
-            model, processor = build(model, processor, tmp)
-        if self.is_main:
-            model.save_pretrained(tmp)
-            processor.save_pretrained(tmp)
-        self.barrier()
-        checkpoint = self.store.commit(name, key, tmp, description, parent, cost=vars(cost))
+        kind = description.get("phase", name)  # the phase type, as HF_MERA_FAULT names it
+        fault_point(kind, "begin")
+        try:
+            with measure() as cost, phase_scope(kind):
+                model, processor = build(model, processor, tmp)
+            if self.is_main:
+                model.save_pretrained(tmp)
+                processor.save_pretrained(tmp)
+            fault_point(kind, "saved")
+            self.barrier()
+            checkpoint = self.store.commit(name, key, tmp, description, parent, cost=vars(cost))
+        except Exception as err:  # disk full, permission denied ...: say what is safe, free the space
+            if self.is_main:
+                shutil.rmtree(tmp, ignore_errors=True)
+            err.add_note(
+                f"hf_mera: phase {name} failed; its temporary folder {tmp} was removed, nothing of it "
+                f"was published and every finished phase in {self.store.root} is intact: fix the cause "
+                "(e.g. free disk space, permissions) and run the same command again to resume."
+            )
+            raise
         self.barrier()
         return checkpoint
 

@@ -84,6 +84,8 @@ def pretrain_text_lm(
     import torch
     from tqdm.auto import tqdm
 
+    from hf_mera.faults import fault_point
+
     if not texts:
         raise ValueError("pretrain_text_lm needs at least one text.")
     generator = torch.Generator().manual_seed(seed)
@@ -92,7 +94,7 @@ def pretrain_text_lm(
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
     model.train()
     losses = []
-    for _ in tqdm(range(steps), desc="text pre-training", disable=not progress):
+    for step in tqdm(range(steps), desc="text pre-training", disable=not progress):
         idx = torch.randint(len(encoded), (batch_size,), generator=generator).tolist()
         longest = max(len(encoded[i]) for i in idx)
         ids = torch.full((batch_size, longest), tokenizer.pad_token_id, dtype=torch.long)
@@ -108,6 +110,7 @@ def pretrain_text_lm(
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
+        fault_point("text_pretrain", step + 1)
     model.eval()
     return losses
 
