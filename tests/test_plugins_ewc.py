@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from test_trainers import (
+from helpers import (
     MODALITIES,
     build_model,
     dataset,

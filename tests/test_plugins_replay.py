@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from test_data_replay import training_data
+from helpers import training_data
 
 from hf_mera.continual.plugins import StageContext, build_plugin
 from hf_mera.continual.plugins.replay import Replay
