@@ -88,7 +88,7 @@ def test_fisher_is_the_mean_of_squared_per_sample_gradients():
 def test_fisher_accumulates_online_over_stages_and_anchors_the_latest_weights():
     model, processor = build_model()
     plugin = build_plugin("ewc", fisher_fraction=1.0)
-    assert isinstance(plugin, EWC) and plugin.lambda_ == 1.0
+    assert isinstance(plugin, EWCPlugin) and plugin.lambda_ == 1.0
     names = llm_names(model)  # no trainer ran: every LLM weight is covered
     first = hand_fisher(model, processor, rows("image"), names)
     plugin.on_stage_end(STAGES[0], model, dataset("image"), collator(processor))

@@ -26,7 +26,7 @@ def stage(index: int, train_sets, seed: int = 0) -> StageContext:
 
 def test_stage_one_trains_on_its_own_data_alone(train_sets):
     plugin = build_plugin("replay", ratio=0.1)
-    assert isinstance(plugin, Replay) and plugin.name == "replay"
+    assert isinstance(plugin, ReplayPlugin) and plugin.name == "replay"
     data = train_sets["image"]
     assert plugin.transform_train_dataset(data, stage(1, train_sets)) is data
     assert plugin.record is None
