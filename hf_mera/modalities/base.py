@@ -4,8 +4,9 @@ A modality (image, video, audio, point cloud, ...) is described by a `ModalitySp
 it claims, a `load` function that reads one item into raw media, a `ModalityPreprocessor` subclass that
 turns a list of items into one stacked tensor, the encoder type used when a config names none, and the
 facts the rest of the library reads about it (how sentences name it, the caption instruction, the hub
-pipeline tag, the file a card's snippet shows, the embedded benchmark's generator). Modules register their spec on
-import, so adding a modality is one module and one registration: no table elsewhere names modalities.
+pipeline tag, the file a card's snippet shows, the embedded benchmark's generator). Modules register
+their spec on import, so adding a modality is one module and one registration: no table elsewhere
+names modalities.
 """
 
 from __future__ import annotations

@@ -90,8 +90,8 @@ class EmbeddedModality(ABC):
 
     Subclasses set `caption_prompt` (the benchmark's own caption instruction, part of its content) and
     implement `sample_attributes`, `write` and `caption`; `name` is set when the modality whose
-    `ModalitySpec.generator` it is registers. Question types default to `question_types()`; a generator with its own
-    question pool (the real easy-VQA questions) overrides `draw_qa`.
+    `ModalitySpec.generator` it is registers. Question types default to `question_types()`; a
+    generator with its own question pool (the real easy-VQA questions) overrides `draw_qa`.
     """
 
     name: ClassVar[str]
