@@ -14,9 +14,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from conftest import make_tiny_model
 from datasets import Dataset
+from PIL import Image
 from torch import nn
 
 from hf_mera import AnyModalityLlava, ModalityConfig
@@ -261,3 +263,147 @@ def save_tiny_checkpoint(folder: Path, tokenizer, modalities=("image", "point_cl
     if order:
         (folder / "stage.json").write_text(json.dumps({"seen": list(order)}))
     return folder
+
+
+# ---- tiny transformers LLaVAs (test_llava_import, test_llava_extend_e2e) ---------------------------
+# llava-hf's chat templates (llava-1.5-7b-hf; llava-interleave-qwen-0.5b-hf without its video lines).
+LLAVA15_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': '}}"
+    "{% endif %}{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}"
+    "{{ '<image>\n' }}{% endfor %}{% if message['role'] != 'assistant' %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' '}}"
+    "{% endfor %}{% else %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{% generation %}{{ content['text'] + ' '}}{% endgeneration %}{% endfor %}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
+QWEN_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n'}}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}"
+    "{% endfor %}{% if message['role'] != 'assistant' %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] }}"
+    "{% endfor %}{% else %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{% generation %}{{ content['text'] }}{% endgeneration %}{% endfor %}{% endif %}{{'<|im_end|>\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+WORDS = (
+    "user assistant system : what is this ? a red blue green yellow circle square triangle shape the color "
+    "colour of it describe image audio point cloud . yes no one two three four sound beeps how many , "
+    "small large cone cube sphere moves left right up down"
+).split()
+
+
+def build_tokenizer(family: str, words=WORDS):
+    """A word-level tokenizer shaped like the family's: Llama's adds BOS, Qwen2's adds nothing."""
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    if family == "llama":
+        special = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
+    else:
+        special = {"unk_token": "<unk>", "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}
+    vocab = {token: i for i, token in enumerate([*special.values(), "<|im_start|>", "<image>"])}
+    for word in sorted(set(words)):
+        vocab.setdefault(word, len(vocab))
+    model = Tokenizer(WordLevel(vocab=vocab, unk_token="<unk>"))
+    model.normalizer = normalizers.Lowercase()
+    model.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
+    )
+    if family == "llama":
+        model.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=model, **special)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<image>"]})
+    return tokenizer
+
+
+def build_tiny_llava(folder, family: str = "llama", seed: int = 0, words=WORDS):
+    """Save a tiny random `LlavaForConditionalGeneration` and its `LlavaProcessor` to `folder`.
+
+    llama: LLaVA-1.5's layout (CLS dropped, layer -2); qwen2: the interleave layout read with the
+    "full" strategy (CLS kept) and tied embeddings."""
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+        Qwen2Config,
+    )
+
+    tokenizer = build_tokenizer(family, words)
+    text = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    if family == "llama":
+        text_config, strategy, template = LlamaConfig(**text, bos_token_id=1), "default", LLAVA15_TEMPLATE
+    else:
+        text_config, strategy, template = Qwen2Config(**text, tie_word_embeddings=True), "full", QWEN_TEMPLATE
+    vision = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+    )
+    image_token_id = tokenizer.convert_tokens_to_ids("<image>")
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text_config,
+        image_token_id=image_token_id,
+        vision_feature_select_strategy=strategy,
+        vision_feature_layer=-2,
+        image_seq_length=16 if strategy == "default" else 17,
+        tie_word_embeddings=family != "llama",
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=8,
+        vision_feature_select_strategy=strategy,
+        num_additional_image_tokens=1,
+        chat_template=template,
+    )
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def random_image(seed: int, size=(40, 52)) -> Image.Image:
+    rng = np.random.RandomState(seed)
+    return Image.fromarray((rng.rand(*size, 3) * 255).astype("uint8"))
+
+
+# Two prompts of different lengths, so the batch is padded.
+CONVERSATIONS = [("what is this ?", None), ("describe the image , what color is the shape ?", None)]
+
+
+def both_inputs(llava_processor, processor, images, prompts):
+    """The source's inputs (LLaVA parts through LlavaProcessor) and ours (hf_mera's string messages)."""
+    source_texts, our_texts = [], []
+    for prompt, answer in prompts:
+        parts = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+        plain = [{"role": "user", "content": f"<image>\n{prompt}"}]
+        if answer is not None:
+            parts.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+            plain.append({"role": "assistant", "content": answer})
+        generation = answer is None
+        source_texts.append(llava_processor.apply_chat_template(parts, add_generation_prompt=generation))
+        our_texts.append(processor.apply_chat_template(plain, add_generation_prompt=generation))
+    source = llava_processor(images=images, text=source_texts, return_tensors="pt", padding=True)
+    ours = processor(text=our_texts, media=[[{"modality": "image", "value": im}] for im in images])
+    return source, ours, source_texts, our_texts

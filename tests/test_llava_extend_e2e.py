@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_llava_import import build_tiny_llava
-from test_run_e2e import TINY_SIZES, checkpoints, load_state, phase
+from helpers import TINY_SIZES, build_tiny_llava, checkpoints, load_state, phase
 
 pytestmark = pytest.mark.slow
 
@@ -161,11 +160,11 @@ def test_every_stage_folder_loads_with_the_auto_classes(run_dir):
         assert sorted(model.modality_names) == sorted(processor.modalities) == sorted(ORDER[:index])
         assert modality in model.config.modalities
         if index == 1:  # the imported source, saved by the run and reloaded: the source's logits
-            from test_llava_import import CONVERSATIONS, both_inputs, test_image
+            from helpers import CONVERSATIONS, both_inputs, random_image
             from transformers import LlavaForConditionalGeneration
 
             llava = LlavaForConditionalGeneration.from_pretrained(source).eval()
-            images = [test_image(7), test_image(8)]
+            images = [random_image(7), random_image(8)]
             src, ours, _, _ = both_inputs(
                 AutoProcessor.from_pretrained(source), processor, images, CONVERSATIONS
             )
