@@ -8,16 +8,17 @@ Each (order, seed) is one run of `hf_mera/run.py` (in a subprocess, as a user ru
 method below in its `methods` list, into `<output-dir>/<order>-seed<seed>`; methods share the phases
 they have in common (content-addressed checkpoints), and a run that was interrupted resumes where it
 stopped when the command is run again. The tables are then built from each run's `results.json`:
-every number is the mean over seeds, with the spread (sample standard deviation over seeds) after
-±, and the benchmark's content hash is printed beside them. Run it alone on the machine: Table 6's
-times are wall-clock times.
+every number is the mean over seeds with its 95 % confidence interval (Student's t over seeds,
+`hf_mera.evaluation.intervals`) after ±, the benchmark's content hash is printed beside them, and
+every method's mean Backward RG is compared with MERA (10 %)'s as a paired difference over the same
+seeds, marked resolved when its interval excludes 0 (issue #17: at least 3 seeds per order). Run it
+alone on the machine: Table 6's times are wall-clock times.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -29,6 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from hf_mera.evaluation.intervals import paired_difference, t_interval  # noqa: E402
 from hf_mera.evaluation.paper_numbers import TABLE_2, TABLE_4, TABLE_5_REALIGN_GAIN, TABLE_6  # noqa: E402
 
 # Every method and variant of the comparison, as curriculum YAML entries. The realigning add-on uses
@@ -137,14 +139,19 @@ def run_all(config: str, output_dirs: dict, methods: Sequence[str], jobs: int) -
             print(f"{key[0]} seed {key[1]}: done in {time.perf_counter() - start:.0f} s", flush=True)
 
 
+REFERENCE = "MERA (10%)"  # every method's paired difference is against it
+
+
 def mean_spread(values: Sequence[float | None]) -> str:
-    """'mean ± sample std over seeds' (just the mean for one value; '–' for none)."""
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+    """'mean ± half-width of the 95 % t interval over seeds' ('x (1 seed)' for one, '–' for none)."""
+    return str(t_interval(values))
+
+
+def seed_means(loaded, method: str, order: str, seeds: Sequence[int]) -> dict[int, float]:
+    """seed → the mean Backward RG over stages of `method` in `order` (seeds without the method left out)."""
+    means, _ = backward_means(loaded, method, order, seeds)
+    present = [seed for seed in seeds if loaded[(order, seed)][0].get(method) is not None]
+    return dict(zip(present, means))
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -207,8 +214,9 @@ def report(loaded, hashes: dict[int, str], orders: Sequence[str], seeds: Sequenc
     out = [
         f"Config `{config}`; seeds {', '.join(map(str, seeds))}. The seed draws the embedded benchmark "
         f"as well as the training, so each seed has its own benchmark (content hash {benchmarks}). Every "
-        "cell is the mean over seeds ± the sample standard deviation over seeds; Backward / Forward "
-        "Relative Gain (RG) in % of the individually trained experts of the same seed and order.",
+        "cell is the mean over seeds ± the half-width of its 95 % confidence interval (Student's t over "
+        "seeds); Backward / Forward Relative Gain (RG) in % of the individually trained experts of the "
+        "same seed and order.",
     ]
 
     def bw_row(method: str) -> list[str]:
@@ -226,6 +234,26 @@ def report(loaded, hashes: dict[int, str], orders: Sequence[str], seeds: Sequenc
     out += ["", "#### Table 2: Backward RG over all stages (mean and std over stages)", ""]
     table2 = [m for m in methods if m in TABLE2_METHODS]
     out.append(table(header, [bw_row(m) for m in table2]))
+    out += ["", f"#### Paired differences against {REFERENCE}: mean Backward RG, method − {REFERENCE}", ""]
+    out.append(
+        "Per seed and order the difference of the two methods' mean Backward RG over stages, then its mean "
+        "over seeds with the 95 % t interval. **resolved**: the interval excludes 0 (the sign is settled "
+        "at this number of seeds); *unresolved*: it does not."
+    )
+    out.append("")
+    rows = []
+    for method in methods:
+        if method in (REFERENCE, "Experts") or not any(REFERENCE in runs for runs, _, _ in loaded.values()):
+            continue
+        row = [method]
+        for order in orders:
+            diff = paired_difference(
+                seed_means(loaded, method, order, seeds), seed_means(loaded, REFERENCE, order, seeds)
+            )
+            verdict = "" if diff.n < 2 else (" **resolved**" if diff.resolved else " *unresolved*")
+            row.append(f"{diff}{verdict}")
+        rows.append(row)
+    out.append(table(["Method"] + [f"{o} Δ vs {REFERENCE}" for o in orders], rows))
     out += ["", "#### Table 4: ablation (merging, realigning on 10 % replay)", ""]
     out.append(table(header, [bw_row(m) for m in ABLATION if m in methods]))
 
@@ -316,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--orders", nargs="+", default=["sequential", "reverse"])
     parser.add_argument("--config", default="quickstart", help="Shipped config name or YAML path.")
     parser.add_argument("--output-dir", type=Path, default=REPO / "outputs" / "compare")
