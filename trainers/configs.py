@@ -187,6 +187,10 @@ def phase_args(
     kwargs.setdefault("logging_steps", 50)
     if not torch.cuda.is_available():
         kwargs.setdefault("use_cpu", True)
+    from .distributed import fsdp_on_cpu
+
+    if fsdp_on_cpu():  # keep the FSDP state the workspace set up (trainers.distributed)
+        kwargs.setdefault("accelerator_config", {"use_configured_state": True})
     return config_cls(output_dir=str(output_dir / "trainer"), seed=seed, **kwargs)
 
 

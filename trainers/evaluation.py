@@ -27,9 +27,9 @@ class StageEvaluator:
         if data.metrics:  # a dataset's own metric (OK-VQA: VQA accuracy) is part of what a score means
             spec["metrics"] = {m: data.metrics.get(m) for m in modalities}
         result_file = checkpoint.path / f"eval-{phase_key(checkpoint.key, spec)}.json"
-        if result_file.is_file():
-            return json.loads(result_file.read_text())
-        if self.ws.is_main:
+        # Every process reaches the barrier below, also when the scores exist: a process that saw the
+        # file the main one had just written and skipped the barrier would pair with the next one.
+        if not result_file.is_file() and self.ws.is_main:
             if model is None:
                 model, processor = self.ws.load(checkpoint)
             scores: dict[str, dict[str, float]] = {}

@@ -36,6 +36,9 @@ class Workspace:
         # On CPU the process group must be gloo: say so before anything else creates the shared state
         # (the trainers' use_cpu=True then finds the same one).
         self.state = PartialState(cpu=not torch.cuda.is_available())
+        from .distributed import enable_fsdp_on_cpu
+
+        enable_fsdp_on_cpu(self.state)  # an FSDP launch on CPU processes (accelerate alone runs DDP)
         logger.info(
             "%d process(es), %s, this is process %d",
             self.state.num_processes,
