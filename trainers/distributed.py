@@ -79,7 +79,8 @@ def is_sharded(trainer) -> bool:
 
 
 def full_state_dict(trainer) -> dict[str, torch.Tensor]:
-    """The whole state dict of `trainer.model` on every rank (CPU tensors), under any engine.
+    """The whole state dict of `trainer.model` on every rank, on the device it trained on (so the
+    work after training runs where it would without sharding), under any engine.
 
     Collective under sharding: every rank must call it."""
     model = trainer.model_wrapped if trainer.model_wrapped is not None else trainer.model
@@ -90,7 +91,7 @@ def full_state_dict(trainer) -> dict[str, torch.Tensor]:
         # Every rank keeps the whole tensors: the phase's post-training work (LoRA's ΔW, EWC's
         # Fisher) runs on each of them, as it does without sharding.
         options = StateDictOptions(full_state_dict=True, cpu_offload=False)
-        return {k: v.detach().cpu() for k, v in get_model_state_dict(trainer.model, options=options).items()}
+        return {k: v.detach() for k, v in get_model_state_dict(trainer.model, options=options).items()}
     plugin = getattr(accelerator.state, "deepspeed_plugin", None)
     if plugin is not None and plugin.zero_stage == 3:
         import deepspeed
@@ -98,8 +99,8 @@ def full_state_dict(trainer) -> dict[str, torch.Tensor]:
         unwrapped = accelerator.unwrap_model(model)
         params = list(unwrapped.parameters())
         with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
-            return {k: v.detach().clone().cpu() for k, v in unwrapped.state_dict().items()}
-    return {k: v.detach().cpu() for k, v in accelerator.unwrap_model(model).state_dict().items()}
+            return {k: v.detach().clone() for k, v in unwrapped.state_dict().items()}
+    return {k: v.detach() for k, v in accelerator.unwrap_model(model).state_dict().items()}
 
 
 def skeleton_factory(model: nn.Module):
@@ -161,7 +162,7 @@ def gather_trained_model(trainer, skeleton_factory) -> nn.Module:
         if buffer.is_meta:
             module_name, _, leaf = name.rpartition(".")
             model.get_submodule(module_name).register_buffer(
-                leaf, buffers[name].detach().cpu().clone(), persistent=False
+                leaf, buffers[name].detach().clone(), persistent=False
             )
     if hasattr(model, "tie_weights"):
         model.tie_weights()
