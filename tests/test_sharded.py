@@ -79,7 +79,12 @@ def test_fsdp_two_processes_match_one(data_root, tmp_path):
     }
     assert all(int(sharded_count) > 0 for _, _, sharded_count in gathered)
     assert not list((sharded / "checkpoints").glob(".tmp-*"))
+    compare_runs(single, sharded)
 
+
+def compare_runs(single: Path, sharded: Path) -> None:
+    """Every phase checkpoint behind every published stage, the extra tensors saved beside them and
+    the scores of `sharded` equal `single`'s within `ATOL`."""
     from safetensors.torch import load_file
 
     compared, extra_files, stages = set(), set(), sorted(single.glob("*/stage-*"))
@@ -104,12 +109,14 @@ def test_fsdp_two_processes_match_one(data_root, tmp_path):
                 for key in ta:
                     torch.testing.assert_close(tb[key], ta[key], rtol=1e-3, atol=ATOL, msg=f"{extra}: {key}")
             sa, sb = load_state(a), load_state(b)
+            noisy = stage_dir.parent.name == "pathweave" and a.name.startswith("it-audio-")
             assert sa.keys() == sb.keys(), a.name  # a whole checkpoint: no key lost to sharding
             for key in sa:
                 assert sa[key].shape == sb[key].shape, (a.name, key)
-                # PathWeave's gate is noisy while training (stage 2 on): each process draws its own
-                # noise, so from its stage-2 instruction tuning on only the shapes can agree.
-                if "pathweave" in str(stage_dir) and "audio" in a.name and "ana." in key:
+                # PathWeave's gate is noisy while training (from stage 2 on): each process draws
+                # its own noise for its half of the batch, so its stage-2 instruction tuning can only
+                # agree in keys and shapes.
+                if noisy:
                     assert torch.isfinite(sb[key]).all(), (a.name, key)
                     continue
                 torch.testing.assert_close(sb[key], sa[key], rtol=0, atol=ATOL, msg=f"{a.name}: {key}")

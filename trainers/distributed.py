@@ -16,6 +16,7 @@ state FSDP after it was built makes `Accelerator.prepare` run the same `fsdp2_pr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
@@ -27,6 +28,24 @@ logger = logging.getLogger(__name__)
 
 def _flag(name: str) -> bool:
     return os.environ.get(name, "false").lower() in ("1", "true", "yes")
+
+
+def deepspeed_launch() -> bool:
+    """Whether `accelerate launch` was asked for DeepSpeed (`distributed_type: DEEPSPEED`)."""
+    return _flag("ACCELERATE_USE_DEEPSPEED")
+
+
+def deepspeed_on_cpu_state():
+    """A DeepSpeed launch on a machine without GPUs: the shared `PartialState` over gloo, else None.
+
+    accelerate 1.15 finds no process-group backend for a non-CPU launch without a GPU-like device
+    (so it runs one process per launch), and never turns DeepSpeed on with `cpu=True`; naming gloo
+    lets DeepSpeed's CPU accelerator start its process group as it does on GPUs."""
+    if torch.cuda.is_available() or not deepspeed_launch():
+        return None
+    from accelerate import PartialState
+
+    return PartialState(cpu=False, backend="gloo")
 
 
 def enable_fsdp_on_cpu(state) -> bool:
@@ -70,7 +89,7 @@ def fsdp_on_cpu() -> bool:
 def is_sharded(trainer) -> bool:
     """Whether `trainer`'s model is sharded over its processes (FSDP, or DeepSpeed ZeRO-3)."""
     accelerator = getattr(trainer, "accelerator", None)
-    if accelerator is None or accelerator.num_processes < 2:
+    if accelerator is None:  # (one FSDP / ZeRO-3 process also holds DTensors / partitions)
         return False
     if getattr(accelerator.state, "fsdp_plugin", None) is not None:
         return True
@@ -103,6 +122,25 @@ def full_state_dict(trainer) -> dict[str, torch.Tensor]:
     return {k: v.detach() for k, v in accelerator.unwrap_model(model).state_dict().items()}
 
 
+@contextlib.contextmanager
+def without_zero3():
+    """Build, load and run models as plain modules while a DeepSpeed ZeRO-3 run is configured.
+
+    Once a trainer of the process has set ZeRO-3 up, transformers constructs (and loads) every model
+    inside `deepspeed.zero.Init` (partitioned at birth, by a collective) and `generate` syncs every
+    step across processes. Neither may happen where one process works alone (the main process's
+    evaluation: a hang) or on the skeleton that receives the gathered weights. A trainer still
+    partitions the plain model it is given when DeepSpeed starts."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    reference = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = reference
+
+
 def skeleton_factory(model: nn.Module):
     """A function building an empty (meta-device) model shaped like `model`: same class and config,
     wrapped by peft with the same LoRA config when `model` is a `PeftModel`. Call it before
@@ -117,7 +155,7 @@ def skeleton_factory(model: nn.Module):
     cls, config = type(base), copy.deepcopy(base.config)
 
     def build() -> nn.Module:
-        with torch.device("meta"):
+        with torch.device("meta"), without_zero3():
             skeleton = cls(config)
             if peft_config is not None:
                 from peft import get_peft_model
@@ -176,10 +214,13 @@ def gather_trained_model(trainer, skeleton_factory) -> nn.Module:
 
 
 __all__ = [
+    "deepspeed_on_cpu_state",
+    "deepspeed_launch",
     "enable_fsdp_on_cpu",
     "fsdp_on_cpu",
     "full_state_dict",
     "gather_trained_model",
     "is_sharded",
+    "without_zero3",
     "skeleton_factory",
 ]

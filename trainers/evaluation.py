@@ -50,18 +50,21 @@ class StageEvaluator:
         settings = self.settings
         if settings.max_test_samples is not None:
             dataset = dataset.select(range(min(settings.max_test_samples, len(dataset))))
-        result = evaluate_task(
-            model,
-            processor,
-            dataset,
-            task,
-            judge=self.judge(),
-            batch_size=settings.batch_size,
-            max_new_tokens=settings.max_new_tokens,
-            progress=self.ws.progress,
-            feature_lookup=self.ws.features.feature_lookup,
-            metric=metric,
-        )
+        from .distributed import without_zero3
+
+        with without_zero3():  # the main process generates alone: no ZeRO-3 step syncing
+            result = evaluate_task(
+                model,
+                processor,
+                dataset,
+                task,
+                judge=self.judge(),
+                batch_size=settings.batch_size,
+                max_new_tokens=settings.max_new_tokens,
+                progress=self.ws.progress,
+                feature_lookup=self.ws.features.feature_lookup,
+                metric=metric,
+            )
         return result.score
 
     def judge(self):
@@ -94,7 +97,9 @@ class StageEvaluator:
 
             model, processor = self.ws.load(checkpoint)
             rows = [row for ds in self.ws.data.test(modality).values() for row in ds][:samples]
-            with measure() as cost:
+            from .distributed import without_zero3
+
+            with measure() as cost, without_zero3():
                 predictions = generate_predictions(
                     model,
                     processor,

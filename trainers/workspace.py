@@ -35,7 +35,9 @@ class Workspace:
         self.run = run
         # On CPU the process group must be gloo: say so before anything else creates the shared state
         # (the trainers' use_cpu=True then finds the same one).
-        self.state = PartialState(cpu=not torch.cuda.is_available())
+        from .distributed import deepspeed_on_cpu_state
+
+        self.state = deepspeed_on_cpu_state() or PartialState(cpu=not torch.cuda.is_available())
         from .distributed import enable_fsdp_on_cpu
 
         enable_fsdp_on_cpu(self.state)  # an FSDP launch on CPU processes (accelerate alone runs DDP)
@@ -69,7 +71,10 @@ class Workspace:
     def load(self, checkpoint: Checkpoint):
         from hf_mera import AnyModalityLlava, AnyModalityProcessor
 
-        model = AnyModalityLlava.from_pretrained(checkpoint.path, dtype=self.dtype)
+        from .distributed import without_zero3
+
+        with without_zero3():  # whole tensors, also after a DeepSpeed ZeRO-3 phase
+            model = AnyModalityLlava.from_pretrained(checkpoint.path, dtype=self.dtype)
         processor = AnyModalityProcessor.from_pretrained(checkpoint.path)
         return model, processor
 
