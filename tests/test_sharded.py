@@ -1,11 +1,16 @@
-"""Sharded training on this machine: a 2-process FSDP2 run (torch's `fully_shard` over gloo, through
-accelerate's FSDP plugin and `hf_mera/configs/accelerate/cpu-fsdp-2.yaml`) against a 1-process run.
+"""Sharded training on this machine, against a 1-process run of the same curriculum:
 
-One curriculum (image → audio, LoRA, a few steps) covers every phase: connector pre-training, LoRA
+- FSDP2: 2 processes of torch's `fully_shard` over gloo, through accelerate's FSDP plugin
+  (`hf_mera/configs/accelerate/cpu-fsdp-2.yaml`);
+- DeepSpeed ZeRO-3: 2 processes on DeepSpeed's CPU accelerator over gloo
+  (`cpu-deepspeed-zero3-2.yaml`; skipped when deepspeed is not installed).
+
+The curriculum (image → audio, LoRA, a few steps) covers every phase: connector pre-training, LoRA
 instruction tuning with EWC (penalty during training, Fisher after it) and Replay, LPM's merge (its
 Grams through θₖ,vanilla), realignment, PathWeave's adapters, evaluation with generation and stage
-publishing. The sharded run must save whole checkpoints (gathered full state dicts) that match the
-unsharded run's within float tolerance, and the same scores.
+publishing. A sharded run must save whole checkpoints (gathered full state dicts) that match the
+unsharded run's within float tolerance, and the same scores. EWC is left out under ZeRO-3, which it
+refuses (`hf_mera.continual.plugins.ewc.whole`).
 """
 
 from __future__ import annotations
@@ -21,18 +26,23 @@ from test_run_e2e import REPO, _cli, _close, load_state, scores_of, tiny_overrid
 
 pytestmark = pytest.mark.slow
 
-METHODS = (
-    "[{name: EWC+Replay+LPM, type: ewc, merge: lpm, realign: true, plugins: [{name: replay, ratio: 0.1}]},"
-    " {name: PathWeave, type: pathweave}]"
-)
+EWC = "{name: EWC+Replay+LPM, type: ewc, merge: lpm, realign: true, plugins: [{name: replay, ratio: 0.1}]}"
+REPLAY = "{name: Replay+LPM, type: replay, merge: lpm, realign: true}"
+PATHWEAVE = "{name: PathWeave, type: pathweave}"
 # Float summation order differs (threads, all-gather / reduce-scatter instead of one process's
-# sums); over a few Adam steps that stays below this, measured at ~1e-6 here.
+# sums); over a few Adam steps that stays below this (measured: at most 2.1e-6 here).
 ATOL = 1e-4
+CONFIGS = REPO / "hf_mera" / "configs" / "accelerate"
 
 
-def overrides(data_root: Path, out: Path, batch: int) -> list[str]:
+def overrides(data_root: Path, out: Path, batch: int, methods: list[str]) -> list[str]:
     # LoRA dropout off: its masks depend on how a batch is split over processes.
-    extra = ["--training.instruction_tuning.extra", "{lora_dropout: 0.0}", "--methods", METHODS]
+    extra = [
+        "--training.instruction_tuning.extra",
+        "{lora_dropout: 0.0}",
+        "--methods",
+        f"[{', '.join(methods)}]",
+    ]
     return tiny_overrides(data_root, out, lora=True, batch=batch) + extra
 
 
@@ -54,21 +64,25 @@ def run(args: list[str], launcher=()) -> str:
     return out
 
 
+def launch(config: str) -> list[str]:
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / config)]
+
+
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     return tmp_path_factory.mktemp("bench")
 
 
-def test_fsdp_two_processes_match_one(data_root, tmp_path):
-    single, sharded = tmp_path / "single", tmp_path / "fsdp"
-    run(overrides(data_root, single, batch=8))
-    launcher = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--config_file", str(REPO / "hf_mera" / "configs" / "accelerate" / "cpu-fsdp-2.yaml"),
-    ]  # fmt: skip
-    out = run(overrides(data_root, sharded, batch=4), launcher=launcher)
-    assert "2 process(es), DistributedType.FSDP, this is process 1" in out
-    # Every phase trainer really trained sharded parameters and gathered the whole model after.
+@pytest.fixture(scope="module")
+def reference(data_root, tmp_path_factory) -> Path:
+    """One process, batch 8, every method either sharded run uses."""
+    out = tmp_path_factory.mktemp("single") / "run"
+    run(overrides(data_root, out, 8, [EWC, REPLAY, PATHWEAVE]))
+    return out
+
+
+def assert_gathered(out: str) -> None:
+    """Every phase trainer really trained sharded parameters and gathered the whole model after."""
     gathered = re.findall(
         r"(\w+Trainer): gathered the whole trained model \((\d+) tensors\) from (\d+) sharded", out
     )
@@ -77,20 +91,39 @@ def test_fsdp_two_processes_match_one(data_root, tmp_path):
         "InstructionTuningTrainer",
         "RealignTrainer",
     }
-    assert all(int(sharded_count) > 0 for _, _, sharded_count in gathered)
+    assert all(int(count) > 0 for _, _, count in gathered)
+
+
+def test_fsdp_two_processes_match_one(data_root, reference, tmp_path):
+    sharded = tmp_path / "fsdp"
+    out = run(overrides(data_root, sharded, 4, [EWC, PATHWEAVE]), launcher=launch("cpu-fsdp-2.yaml"))
+    assert "2 process(es), DistributedType.FSDP, this is process 1" in out
+    assert_gathered(out)
     assert not list((sharded / "checkpoints").glob(".tmp-*"))
-    compare_runs(single, sharded)
+    extra_files = compare_runs(reference, sharded)
+    assert extra_files == {"lora_deltas.safetensors", "plugin-ewc.safetensors"}
 
 
-def compare_runs(single: Path, sharded: Path) -> None:
-    """Every phase checkpoint behind every published stage, the extra tensors saved beside them and
-    the scores of `sharded` equal `single`'s within `ATOL`."""
+def test_deepspeed_zero3_two_processes_match_one(data_root, reference, tmp_path):
+    pytest.importorskip("deepspeed")
+    sharded = tmp_path / "zero3"
+    out = run(
+        overrides(data_root, sharded, 4, [REPLAY, PATHWEAVE]), launcher=launch("cpu-deepspeed-zero3-2.yaml")
+    )
+    assert "2 process(es), DistributedType.DEEPSPEED, this is process 1" in out
+    assert_gathered(out)
+    assert compare_runs(reference, sharded) == {"lora_deltas.safetensors"}
+
+
+def compare_runs(single: Path, sharded: Path) -> set[str]:
+    """Every phase checkpoint behind every stage `sharded` published, the extra tensors saved beside
+    them and its scores equal `single`'s within `ATOL`; returns the extra files' names."""
     from safetensors.torch import load_file
 
-    compared, extra_files, stages = set(), set(), sorted(single.glob("*/stage-*"))
+    compared, extra_files, stages = set(), set(), sorted(sharded.glob("*/stage-*"))
     assert len(stages) == 4  # two methods, two stages each
-    for stage_dir in stages:
-        twin = sharded / stage_dir.relative_to(single)
+    for twin in stages:
+        stage_dir = single / twin.relative_to(sharded)
         assert (twin / "README.md").is_file() and (twin / "stage.json").is_file()  # published, with a card
         ours, theirs = chain(single, stage_dir), chain(sharded, twin)
         assert [p.name.rsplit("-", 1)[0] for p in ours] == [p.name.rsplit("-", 1)[0] for p in theirs]
@@ -122,7 +155,7 @@ def compare_runs(single: Path, sharded: Path) -> None:
                 torch.testing.assert_close(sb[key], sa[key], rtol=0, atol=ATOL, msg=f"{a.name}: {key}")
     phases = {name.rsplit("-", 1)[0] for name in compared}
     assert {"it-image", "it-audio", "merge-audio", "realign-audio", "pretrain-audio"} <= phases
-    assert extra_files == {"lora_deltas.safetensors", "plugin-ewc.safetensors"}
-    for (method_a, *scores_a), (method_b, *scores_b) in zip(scores_of(single), scores_of(sharded)):
-        assert method_a == method_b
-        assert _close(scores_a, scores_b)
+    ours = {method: scores for method, *scores in scores_of(single)}
+    for method, *scores in scores_of(sharded):
+        assert _close(ours[method], scores), method
+    return extra_files

@@ -124,7 +124,15 @@ def whole(tensor: torch.Tensor) -> torch.Tensor:
     sharding; its gradient reaches each process's shard (DDP-like: every process adds the same term).
     """
     full_tensor = getattr(tensor, "full_tensor", None)
-    return full_tensor() if callable(full_tensor) else tensor
+    if callable(full_tensor):
+        return full_tensor()
+    if hasattr(tensor, "ds_id") and tensor.numel() == 0:
+        raise ValueError(
+            "Plugin 'ewc': the model's weights are partitioned by DeepSpeed ZeRO-3, whose gathered "
+            "weights carry no gradient outside a module's forward; run EWC under FSDP2 "
+            "(fsdp.yaml), ZeRO-2 or DDP."
+        )
+    return tensor
 
 
 def _leading(shape: torch.Size) -> tuple[slice, ...]:
