@@ -7,11 +7,15 @@ that the merge reads, LoRA's ΔW = B·A·scaling, EWC's Fisher, LPM's Grams, the
 collective: every rank takes part) into an unsharded copy of the model on every rank. The next
 phase loads its parent from disk and is sharded again by its own trainer.
 
-`enable_fsdp_on_cpu` makes accelerate's FSDP plugin run on CPU processes (gloo), which accelerate
-1.15 does not do by itself: `AcceleratorState` turns FSDP on only for GPU-like distributed types,
-and a CPU launch stays `MULTI_CPU` (plain DDP) even when the config says FSDP. Marking the shared
-state FSDP after it was built makes `Accelerator.prepare` run the same `fsdp2_prepare_model` (torch's
-`fully_shard`) on CPU as on GPUs; the tests compare it with a one-process run.
+On a machine without GPUs accelerate 1.15 runs neither engine by itself, so this module does:
+- `enable_fsdp_on_cpu`: `AcceleratorState` turns FSDP on only for GPU-like distributed types, and a
+  CPU launch stays `MULTI_CPU` (plain DDP, silently) even when the config says FSDP. Marking the
+  shared state FSDP after it was built makes `Accelerator.prepare` run the same `fsdp2_prepare_model`
+  (torch's `fully_shard`) on CPU as on GPUs;
+- `deepspeed_on_cpu_state`: a DeepSpeed launch finds no process-group backend without a GPU-like
+  device; naming gloo lets DeepSpeed's CPU accelerator run.
+`without_zero3` keeps ZeRO-3's process-wide settings away from work one process does alone.
+`tests/test_sharded.py` compares both engines with a one-process run.
 """
 
 from __future__ import annotations
