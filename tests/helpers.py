@@ -407,3 +407,22 @@ def both_inputs(llava_processor, processor, images, prompts):
     source = llava_processor(images=images, text=source_texts, return_tensors="pt", padding=True)
     ours = processor(text=our_texts, media=[[{"modality": "image", "value": im}] for im in images])
     return source, ours, source_texts, our_texts
+
+
+# ---- comparing runs (test_run_e2e, test_sharded) ----------------------------------------------------
+def scores_of(output_dir: Path) -> list:
+    """Every method's per-stage scores from results.json (the full report or the raw fallback)."""
+    results = json.loads((output_dir / "results.json").read_text())
+    if "runs" in results:
+        return [(run["method"], run["stages"], run["expert_scores"]) for run in results["runs"]]
+    return [(r["name"], [stage["scores"] for stage in r["stages"]]) for r in results["records"]]
+
+
+def nested_close(a, b, tol: float = 1e-6) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(nested_close(a[k], b[k], tol) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(nested_close(x, y, tol) for x, y in zip(a, b))
+    if isinstance(a, float):
+        return abs(a - b) <= tol * max(1.0, abs(a))
+    return a == b

@@ -19,9 +19,11 @@ from helpers import (
     is_llm_key,
     kill_minus_9_once,
     load_state,
+    nested_close,
     phase,
     run_in_process,
     run_to_the_end,
+    scores_of,
     start_cli,
     tiny_overrides,
 )
@@ -140,14 +142,6 @@ def test_kill_minus_9_then_resume_matches_an_uninterrupted_run(data_root, tmp_pa
     assert scores_of(reference) == scores_of(resumed)
 
 
-def scores_of(output_dir: Path) -> list:
-    """Every method's per-stage scores from results.json (the full report or the raw fallback)."""
-    results = json.loads((output_dir / "results.json").read_text())
-    if "runs" in results:
-        return [(run["method"], run["stages"], run["expert_scores"]) for run in results["runs"]]
-    return [(r["name"], [stage["scores"] for stage in r["stages"]]) for r in results["records"]]
-
-
 def test_bad_config_fails_before_any_work(tmp_path):
     proc = start_cli(["--training.realign.max_stepz", "3", "--output_dir", str(tmp_path / "out")])
     out, _ = proc.communicate(timeout=300)
@@ -193,17 +187,7 @@ def test_two_cpu_processes_match_one(data_root, tmp_path):
     assert compared >= 5
     for (method_a, *scores_a), (method_b, *scores_b) in zip(scores_of(single), scores_of(ddp)):
         assert method_a == method_b
-        assert json.dumps(scores_a) == json.dumps(scores_b) or _close(scores_a, scores_b)
-
-
-def _close(a, b, tol: float = 1e-6) -> bool:
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_close(a[k], b[k], tol) for k in a)
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(_close(x, y, tol) for x, y in zip(a, b))
-    if isinstance(a, float):
-        return abs(a - b) <= tol * max(1.0, abs(a))
-    return a == b
+        assert json.dumps(scores_a) == json.dumps(scores_b) or nested_close(scores_a, scores_b)
 
 
 def test_quickstart_end_to_end_mera_keeps_more_than_fine_tuning(tmp_path):

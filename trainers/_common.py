@@ -162,7 +162,14 @@ class MultimodalSFTTrainer(SFTTrainer):
         # Here, not in __init__: subclasses (and peft) decide what trains after this class's __init__,
         # and the optimizer collects the parameters only now.
         upcast_trainable(self.model)
-        return super().train(*args, **kwargs)
+        from .distributed import gather_trained_model, is_sharded, skeleton_factory
+
+        skeleton = skeleton_factory(self.model)  # before the model is sharded: its class and config
+        result = super().train(*args, **kwargs)
+        if is_sharded(self):
+            # Everything after training (saving, LoRA's ΔW, EWC's Fisher) needs whole tensors.
+            self.model = self.model_wrapped = gather_trained_model(self, skeleton)
+        return result
 
 
 __all__ = [

@@ -185,8 +185,14 @@ def phase_args(
     kwargs = settings.trainer_kwargs()
     kwargs.setdefault("disable_tqdm", not progress)
     kwargs.setdefault("logging_steps", 50)
-    if not torch.cuda.is_available():
+    from .distributed import deepspeed_launch, fsdp_on_cpu
+
+    if not torch.cuda.is_available() and not deepspeed_launch():
         kwargs.setdefault("use_cpu", True)
+    if deepspeed_launch() and not torch.cuda.is_available():
+        kwargs.setdefault("ddp_backend", "gloo")  # DeepSpeed's CPU accelerator (trainers.distributed)
+    if fsdp_on_cpu():  # keep the FSDP state the workspace set up (trainers.distributed)
+        kwargs.setdefault("accelerator_config", {"use_configured_state": True})
     return config_cls(output_dir=str(output_dir / "trainer"), seed=seed, **kwargs)
 
 

@@ -28,9 +28,9 @@ class StageEvaluator:
         if data.metrics:  # a dataset's own metric (OK-VQA: VQA accuracy) is part of what a score means
             spec["metrics"] = {m: data.metrics.get(m) for m in modalities}
         result_file = checkpoint.path / f"eval-{phase_key(checkpoint.key, spec)}.json"
-        if result_file.is_file():
-            return json.loads(result_file.read_text())
-        if self.ws.is_main:
+        # Every process reaches the barrier below, also when the scores exist: a process that saw the
+        # file the main one had just written and skipped the barrier would pair with the next one.
+        if not result_file.is_file() and self.ws.is_main:
             if model is None:
                 model, processor = self.ws.load(checkpoint)
             scores: dict[str, dict[str, float]] = {}
@@ -52,18 +52,21 @@ class StageEvaluator:
         settings = self.settings
         if settings.max_test_samples is not None:
             dataset = dataset.select(range(min(settings.max_test_samples, len(dataset))))
-        result = evaluate_task(
-            model,
-            processor,
-            dataset,
-            task,
-            judge=self.judge(),
-            batch_size=settings.batch_size,
-            max_new_tokens=settings.max_new_tokens,
-            progress=self.ws.progress,
-            feature_lookup=self.ws.features.feature_lookup,
-            metric=metric,
-        )
+        from .distributed import without_zero3
+
+        with without_zero3():  # the main process generates alone: no ZeRO-3 step syncing
+            result = evaluate_task(
+                model,
+                processor,
+                dataset,
+                task,
+                judge=self.judge(),
+                batch_size=settings.batch_size,
+                max_new_tokens=settings.max_new_tokens,
+                progress=self.ws.progress,
+                feature_lookup=self.ws.features.feature_lookup,
+                metric=metric,
+            )
         return result.score
 
     def judge(self):
@@ -96,7 +99,9 @@ class StageEvaluator:
 
             model, processor = self.ws.load(checkpoint)
             rows = [row for ds in self.ws.data.test(modality).values() for row in ds][:samples]
-            with measure() as cost:
+            from .distributed import without_zero3
+
+            with measure() as cost, without_zero3():
                 predictions = generate_predictions(
                     model,
                     processor,

@@ -36,7 +36,12 @@ class Workspace:
         self.run = run
         # On CPU the process group must be gloo: say so before anything else creates the shared state
         # (the trainers' use_cpu=True then finds the same one).
-        self.state = PartialState(cpu=not torch.cuda.is_available())
+        from .distributed import deepspeed_on_cpu_state
+
+        self.state = deepspeed_on_cpu_state() or PartialState(cpu=not torch.cuda.is_available())
+        from .distributed import enable_fsdp_on_cpu
+
+        enable_fsdp_on_cpu(self.state)  # an FSDP launch on CPU processes (accelerate alone runs DDP)
         logger.info(
             "%d process(es), %s, this is process %d",
             self.state.num_processes,
@@ -68,8 +73,11 @@ class Workspace:
         from hf_mera import AnyModalityLlava, AnyModalityProcessor
         from hf_mera.models.pretrained import kernel_kwargs
 
+        from .distributed import without_zero3
+
         kernels = kernel_kwargs(self.run.model.use_kernels)
-        model = AnyModalityLlava.from_pretrained(checkpoint.path, dtype=self.dtype, **kernels)
+        with without_zero3():  # whole tensors, also after a DeepSpeed ZeRO-3 phase
+            model = AnyModalityLlava.from_pretrained(checkpoint.path, dtype=self.dtype, **kernels)
         processor = AnyModalityProcessor.from_pretrained(checkpoint.path)
         return model, processor
 

@@ -91,7 +91,14 @@ class PathWeave(MergeAndRealignTrainer):
     def prepare_instruction_model(self, model, stage: StageContext):
         if stage.index == 1:
             return model
+        from ..checkpoints import derive_seed
+        from ..workspace import set_seed
+
         spec = self.adapter_spec(stage)
+        # The new adapters' initial weights depend only on (seed, modality), as a new connector's do
+        # (`add_modality`), not on the phase's batch size or process count: runs that differ only in
+        # how a batch is split (one process or several, sharded or not) start from the same adapters.
+        set_seed(derive_seed(self.run.seed, "pathweave", stage.modality))
         grown = add_pathweave_modality(model, stage.modality, spec["rank"], spec["target_modules"])
         if grown != spec:  # the previous stage's model must hold exactly the earlier experts
             raise ValueError(

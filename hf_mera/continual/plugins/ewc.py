@@ -34,6 +34,11 @@ is covered. For a Llama:
   ``embed_tokens`` (with ``lm_head`` when the two are tied) and an untied ``lm_head``. The
   placeholder row the next modality adds to the embeddings has no Fisher, like its connector.
 
+**Sharded training** (FSDP2 through `accelerate launch`): the penalty reads whole tensors
+(`whole`: sharded parameters are all-gathered, with the gradient flowing back to each shard), and
+the Fisher is estimated after training on the whole model the trainer gathers
+(`trainers.distributed`), so both equal the unsharded ones.
+
 Memory: Fisher (float32) plus anchor (the weights' dtype) of the covered weights, e.g. about
 12 bytes per parameter for a float32 LLM; `state_nbytes()` reports it and each stage logs it.
 The state is `state_dict()`, which the stage loop saves with each stage's checkpoint.
@@ -109,6 +114,25 @@ def fisher_diagonal(
     if count == 0:
         raise ValueError("Plugin 'ewc': no sample to estimate the Fisher information on.")
     return {n: f / count for n, f in zip(names, fisher)}
+
+
+def whole(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole tensor behind a parameter sharded by FSDP2 (a `DTensor`: all-gathered, differentiable,
+    a collective every process runs in the same order), a plain tensor as it is.
+
+    Under FSDP the penalty is computed on whole tensors, identically on every process, as without
+    sharding; its gradient reaches each process's shard (DDP-like: every process adds the same term).
+    """
+    full_tensor = getattr(tensor, "full_tensor", None)
+    if callable(full_tensor):
+        return full_tensor()
+    if hasattr(tensor, "ds_id") and tensor.numel() == 0:
+        raise ValueError(
+            "Plugin 'ewc': the model's weights are partitioned by DeepSpeed ZeRO-3, whose gathered "
+            "weights carry no gradient outside a module's forward; run EWC under FSDP2 "
+            "(fsdp.yaml), ZeRO-2 or DDP."
+        )
+    return tensor
 
 
 def _leading(shape: torch.Size) -> tuple[slice, ...]:
@@ -194,10 +218,10 @@ class EWCPlugin(ContinualPlugin):
             anchor = self.anchor[key] = self.anchor[key].to(fisher.device)
             source = live[key]
             if isinstance(source, torch.Tensor):  # the parameter itself: θ − θᵢ
-                terms.append((fisher, lambda p=source, i=index, a=anchor: p[i].float() - a.float()))
+                terms.append((fisher, lambda p=source, i=index, a=anchor: whole(p)[i].float() - a.float()))
             else:  # a LoRA'd linear: θ − θᵢ = (W_base − θᵢ) + B·A·scaling, exactly B·A·scaling when W_base = θᵢ
                 module, adapter = source
-                offset = module.base_layer.weight.detach()[index].float() - anchor.float()
+                offset = whole(module.base_layer.weight.detach())[index].float() - anchor.float()
                 offset = offset if torch.count_nonzero(offset) else None
                 terms.append((fisher, lambda m=module, d=adapter, i=index, o=offset: _lora_diff(m, d, i, o)))
         self._cache = (weakref.ref(model), terms)
@@ -327,10 +351,10 @@ def _device(source: Any) -> torch.device:
 
 def _lora_diff(module, adapter: str, index: tuple[slice, ...], offset: torch.Tensor | None) -> torch.Tensor:
     """θ − θᵢ of a LoRA'd linear: B·A·scaling (+ W_base − θᵢ when the base is not θᵢ), float32."""
-    delta = module.lora_B[adapter].weight.float() @ module.lora_A[adapter].weight.float()
+    delta = whole(module.lora_B[adapter].weight).float() @ whole(module.lora_A[adapter].weight).float()
     delta = delta * module.scaling[adapter]
     delta = (delta.T if module.fan_in_fan_out else delta)[index]
     return delta if offset is None else delta + offset
 
 
-__all__ = ["EWCPlugin", "fisher_diagonal"]
+__all__ = ["EWCPlugin", "fisher_diagonal", "whole"]
