@@ -41,6 +41,7 @@ def main(argv=None) -> int:
     parser.add_argument("--chats", type=int, default=25)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--show", type=int, default=1, help="print the answers of the first N chats")
     args = parser.parse_args(argv)
 
     from hf_mera.data.embedded import EmbeddedBenchmark
@@ -60,7 +61,8 @@ def main(argv=None) -> int:
     correct = {w: 0 for w in ways}
     asked = 0
     start = time.monotonic()
-    for _ in range(args.chats):
+    shown = []
+    for chat in range(args.chats):
         order = rng.sample(modalities, len(modalities))
         rows = [tests[m][rng.randrange(len(tests[m]))] for m in order]
         with_files, as_text = [], []
@@ -72,6 +74,9 @@ def main(argv=None) -> int:
                 "context with files": ask(question, path, with_files, True),
                 "context as text": ask(question, path, as_text, True),
             }
+            if chat < args.show:
+                shown.append(f"{chat + 1}.{turn + 1} [{order[turn]}] {question!r} refs={row['references'][:2]}: "
+                             + "; ".join(f"{way}={answer!r}" for way, answer in answers.items()))  # fmt: skip
             for way, answer in answers.items():
                 same[way][turn] += answer == answers["alone"]
                 correct[way] += normalise(answer) in refs
@@ -89,6 +94,7 @@ def main(argv=None) -> int:
     print(f"checkpoint: {args.checkpoint}\nbenchmark: {args.benchmark}")
     print(f"{args.chats} chats x {len(modalities)} questions (one per modality, random order), "
           f"greedy, max_new_tokens={args.max_new_tokens}; {time.monotonic() - start:.0f} s\n")  # fmt: skip
+    print("\n".join(shown) + "\n")
     header = " | ".join(f"turn {i + 1}" for i in range(len(modalities)))
     print(f"| way | same answer as alone: {header} | exact match vs references |")
     print("|---|" + "---|" * len(modalities) + "---|")
