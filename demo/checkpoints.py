@@ -78,7 +78,9 @@ def learned_order(checkpoint: str) -> list[str]:
 def one_turn_curriculum(checkpoint: str) -> bool:
     """Whether the checkpoint is a stage of an hf_mera curriculum (it has a `stage.json`), which
     trains on one-turn chats only: every sample is one user turn and its answer
-    (`hf_mera.data.format.make_sample`). Such a model has never seen an earlier turn in its input."""
+    (`hf_mera.data.format.make_sample`). Such a model has never seen an earlier turn in its input,
+    and measured on the quickstart's final stage it answers later turns worse with them than alone
+    (`bench/demo_context.py`, bench/RESULTS.md), so the demo keeps no context for it by default."""
     return bool(stage_info(checkpoint))
 
 
