@@ -38,6 +38,7 @@ from demo.checkpoints import (  # noqa: E402
     find_quickstart_checkpoint,
     learned_order,
     load_checkpoint,
+    one_turn_curriculum,
 )
 
 logger = logging.getLogger("hf_mera.demo")
@@ -57,6 +58,14 @@ class DemoSettings:
     max_files: int = field(default=8, metadata={"help": "Most files in one message."})
     queue_size: int = field(
         default=64, metadata={"help": "Requests waiting for the model before new ones are turned away."}
+    )
+    context: str = field(
+        default="auto",
+        metadata={
+            "help": "Send earlier turns, their files included, back with each question: on, off, or auto "
+            "(off for an hf_mera stage, whose curriculum trained on one-turn chats; on otherwise). "
+            "The page has a switch for it."
+        },
     )
 
 
@@ -83,6 +92,22 @@ def _pretty(modality: str) -> str:
     return get_modality(modality).spoken_name
 
 
+def _content_parts(content) -> list[tuple[str, str]]:
+    """`("text", text)` and `("file", path)` parts of one gradio history message, in order."""
+    items = content if isinstance(content, (list, tuple)) else [content]
+    parts = []
+    for item in items:
+        if isinstance(item, str):
+            parts.append(("text", item))
+        elif isinstance(item, dict) and item.get("type") == "text":
+            parts.append(("text", item.get("text") or ""))
+        elif isinstance(item, dict):
+            file = item.get("file") if isinstance(item.get("file"), dict) else item
+            if isinstance(file.get("path"), str):
+                parts.append(("file", file["path"]))
+    return parts
+
+
 class ChatBackend:
     """Turns one chat message (text + files) into a streamed answer; every failure becomes a sentence."""
 
@@ -100,6 +125,16 @@ class ChatBackend:
         self.known = self.order + [m for m in known if m not in self.order]
         self.extensions = {name: spec.file_extensions for name, spec in MODALITY_REGISTRY.items()}
         self.scratch = Path(tempfile.mkdtemp(prefix="hf_mera_demo_"))
+        if settings.context not in ("auto", "on", "off"):
+            raise DemoError(f"--context must be auto, on or off, got {settings.context!r}.")
+        trained_one_turn = one_turn_curriculum(checkpoint)
+        self.keep_context = settings.context == "on" or (settings.context == "auto" and not trained_one_turn)
+        self.context_note = (
+            "this stage was trained on one-turn chats and answers later turns of a long chat worse"
+            if trained_one_turn
+            else "earlier turns and their files go back to the model with each question"
+        )
+        self._readable: dict[tuple, bool] = {}  # (path, size, mtime) → whether an earlier file still loads
 
     # ---- what the page shows ------------------------------------------------------------------
     def header(self) -> str:
@@ -170,26 +205,64 @@ class ChatBackend:
 
     # ---- the conversation ------------------------------------------------------------------------
     def _history_messages(self, history: list[dict]) -> list[dict]:
-        """Earlier turns as text: their files were answered already, and re-encoding every earlier
-        file on each turn would make a long chat slower and slower."""
-        messages = []
-        for turn in history or []:
-            content = turn.get("content")
-            if isinstance(content, str):
-                text = content
-            elif isinstance(content, list):
-                text = " ".join(
-                    p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
-                )
+        """Earlier turns in the processor's chat format, each user turn with its files again, so the
+        model sees what each earlier question was about (the files are read and encoded again).
+
+        Gradio's history holds a message's files and text as content parts (`{"type": "file",
+        "file": {"path"}}`, `{"type": "text"}`) or as separate messages in a row: these are joined
+        back into one turn. A user turn the chat could not answer (a file that no longer routes or
+        loads, nothing asked) is left out together with the reply to it, as the model never saw it.
+        """
+        turns: list[dict] = []
+        for entry in history or []:
+            role = entry.get("role") if isinstance(entry, dict) else None
+            if role not in ("user", "assistant"):
+                continue
+            parts = _content_parts(entry.get("content"))
+            if turns and turns[-1]["role"] == role:
+                turns[-1]["parts"].extend(parts)
             else:
-                text = ""
-            if text.strip() and turn.get("role") in ("user", "assistant"):
-                messages.append({"role": turn["role"], "content": text})
+                turns.append({"role": role, "parts": parts})
+        messages, answered = [], False
+        for turn in turns:
+            texts = [text for kind, text in turn["parts"] if kind == "text" and text.strip()]
+            if turn["role"] == "assistant":
+                if answered and texts:
+                    messages.append({"role": "assistant", "content": " ".join(texts)})
+                answered = False
+                continue
+            files = [path for kind, path in turn["parts"] if kind == "file"]
+            routed = [self._earlier_file(path) for path in files]
+            answered = (bool(texts) or bool(files)) and all(routed)
+            if answered:
+                content = [{"type": modality, "path": path} for modality, path in zip(routed, files)]
+                content.append({"type": "text", "text": " ".join(texts) or "Describe the input."})
+                messages.append({"role": "user", "content": content})
         return messages
 
-    def respond(self, message: dict | str, history: list[dict]) -> Iterator[tuple[str, str | None]]:
-        """Yield `(answer so far, point cloud to show)`; never raises."""
+    def _earlier_file(self, path: str) -> str | None:
+        """The modality of a file from an earlier turn, or None when it no longer routes or loads."""
+        try:
+            modality = self.route(path)
+            stat = Path(path).stat()
+        except (DemoError, OSError):
+            return None
+        key = (path, stat.st_size, stat.st_mtime_ns)
+        if key not in self._readable:
+            try:
+                self.processor.preprocess(modality, [path])
+                self._readable[key] = True
+            except ValueError:
+                self._readable[key] = False
+        return modality if self._readable[key] else None
+
+    def respond(
+        self, message: dict | str, history: list[dict], keep_context: bool | None = None
+    ) -> Iterator[tuple[str, str | None]]:
+        """Yield `(answer so far, point cloud to show)`; never raises. With `keep_context` (default:
+        the checkpoint's setting, see `DemoSettings.context`), earlier turns go back to the model."""
         view = None
+        keep_context = self.keep_context if keep_context is None else keep_context
         try:
             if isinstance(message, str):
                 message = {"text": message, "files": []}
@@ -208,7 +281,8 @@ class ChatBackend:
                 if modality == "point_cloud":
                     view = self.point_cloud_view(path) or view
             parts.append({"type": "text", "text": text or "Describe the input."})
-            conversation = self._history_messages(history) + [{"role": "user", "content": parts}]
+            earlier = self._history_messages(history) if keep_context else []
+            conversation = earlier + [{"role": "user", "content": parts}]
             try:
                 inputs = self.processor.apply_chat_template(
                     conversation, add_generation_prompt=True, tokenize=True
@@ -268,11 +342,11 @@ class ChatBackend:
 def build_demo(backend: ChatBackend):
     import gradio as gr
 
-    def respond(message, history):
+    def respond(message, history, keep_context=backend.keep_context):
         # The viewer gets each point cloud once: sending it again with every streamed piece makes
         # the browser restart loading it and never draw it. A message without one leaves the last.
         shown = None
-        for answer, view in backend.respond(message, history):
+        for answer, view in backend.respond(message, history, keep_context):
             yield answer, view if view is not None and view != shown else gr.skip()
             shown = view
 
@@ -284,6 +358,13 @@ def build_demo(backend: ChatBackend):
                 view = gr.Model3D(
                     label="Last point cloud", render=False, elem_id="point-cloud-view", height=320
                 )
+                # Rendered here, above the chat, so the switch is in sight (not in a folded panel).
+                context = gr.Checkbox(
+                    value=backend.keep_context,
+                    label="Keep context: send earlier turns, with their files, back with each question",
+                    info=f"{'On' if backend.keep_context else 'Off'} by default: {backend.context_note}.",
+                    elem_id="keep-context",
+                )
                 gr.ChatInterface(
                     respond,
                     multimodal=True,
@@ -294,6 +375,7 @@ def build_demo(backend: ChatBackend):
                         placeholder="Ask about images, videos, audio and point clouds…",
                         elem_id="chat-input",
                     ),
+                    additional_inputs=[context],
                     additional_outputs=[view],
                     api_name="chat",
                     fill_height=False,

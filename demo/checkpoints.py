@@ -51,9 +51,9 @@ def load_checkpoint(checkpoint: str):
     return model, processor
 
 
-def learned_order(checkpoint: str) -> list[str]:
-    """The modalities in the order the curriculum taught them, from the stage's `stage.json` (a
-    published stage folder, local or on the hub); [] when there is none."""
+def stage_info(checkpoint: str) -> dict:
+    """The stage's `stage.json` (a published stage folder, local or on the hub); {} when there is
+    none (a plain checkpoint), offline or unreadable."""
     import json
 
     name, _, revision = checkpoint.partition("@")
@@ -63,9 +63,25 @@ def learned_order(checkpoint: str) -> list[str]:
             from huggingface_hub import hf_hub_download
 
             path = Path(hf_hub_download(name, "stage.json", revision=revision or None))
-        return list(json.loads(path.read_text()).get("seen", []))
-    except Exception:  # no stage.json (a plain checkpoint), offline, or unreadable: order unknown
-        return []
+        info = json.loads(path.read_text())
+        return info if isinstance(info, dict) else {}
+    except Exception:
+        return {}
+
+
+def learned_order(checkpoint: str) -> list[str]:
+    """The modalities in the order the curriculum taught them, from the stage's `stage.json`; []
+    when there is none."""
+    return list(stage_info(checkpoint).get("seen", []))
+
+
+def one_turn_curriculum(checkpoint: str) -> bool:
+    """Whether the checkpoint is a stage of an hf_mera curriculum (it has a `stage.json`), which
+    trains on one-turn chats only: every sample is one user turn and its answer
+    (`hf_mera.data.format.make_sample`). Such a model has never seen an earlier turn in its input,
+    and measured on the quickstart's final stage it answers later turns worse with them than alone
+    (`bench/demo_context.py`, bench/RESULTS.md), so the demo keeps no context for it by default."""
+    return bool(stage_info(checkpoint))
 
 
 __all__ = [
@@ -75,4 +91,6 @@ __all__ = [
     "find_quickstart_checkpoint",
     "learned_order",
     "load_checkpoint",
+    "one_turn_curriculum",
+    "stage_info",
 ]

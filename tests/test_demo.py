@@ -19,6 +19,7 @@ if str(REPO) not in sys.path:
 
 from demo.app import (  # noqa: E402
     ChatBackend,
+    DemoError,
     DemoSettings,
     find_quickstart_checkpoint,
     load_checkpoint,
@@ -56,23 +57,79 @@ def test_image_and_point_cloud_in_one_message_stream_an_answer(backend, media_fi
     assert view.endswith(".glb") and Path(view).stat().st_size > 0  # the .npy shown in gr.Model3D
 
 
-def test_history_is_passed_as_text(backend, monkeypatch):
-    seen = {}
+def spy_conversations(backend, monkeypatch) -> list:
+    seen = []
     apply = backend.processor.apply_chat_template
 
     def spy(conversation, **kwargs):
-        seen["conversation"] = conversation
+        seen.append(conversation)
         return apply(conversation, **kwargs)
 
     monkeypatch.setattr(backend.processor, "apply_chat_template", spy)
-    history = [
-        {"role": "user", "content": [{"type": "text", "text": "describe the input ."}]},
-        {"role": "assistant", "content": "a red circle"},
-        {"role": "user", "content": {"path": "/gone.png"}},  # an earlier file: not re-sent
+    return seen
+
+
+def test_history_goes_back_with_its_files(backend, media_files, monkeypatch):
+    seen = spy_conversations(backend, monkeypatch)
+    image, cloud = media_files["image0"], media_files["point_cloud0"]
+    history = [  # as gradio keeps it: files and text as content parts, or as messages in a row
+        {
+            "role": "user",
+            "content": [
+                {"type": "file", "file": {"path": image}},
+                {"type": "text", "text": "what color is the shape ?"},
+            ],
+        },  # fmt: skip
+        {"role": "assistant", "content": [{"type": "text", "text": "a red circle"}]},
+        {
+            "role": "user",
+            "content": {"path": "/gone.png"},
+        },  # a file no longer there: the turn and its reply go
+        {"role": "assistant", "content": "Cannot read image gone.png"},
+        {"role": "user", "content": [{"type": "file", "file": {"path": cloud}}]},
+        {"role": "user", "content": "a large green cone ?"},
+        {"role": "assistant", "content": "yes"},
     ]
-    list(backend.respond("how many beeps ?", history))
-    assert [m["role"] for m in seen["conversation"]] == ["user", "assistant", "user"]
-    assert seen["conversation"][1]["content"] == "a red circle"
+    answer = list(backend.respond("how many beeps ?", history, keep_context=True))[-1][0]
+    assert answer.strip() and not answer.startswith(("Something", "I can't"))
+    assert seen[-1] == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image", "path": image},
+                {"type": "text", "text": "what color is the shape ?"},
+            ],
+        },  # fmt: skip
+        {"role": "assistant", "content": "a red circle"},
+        {
+            "role": "user",
+            "content": [
+                {"type": "point_cloud", "path": cloud},
+                {"type": "text", "text": "a large green cone ?"},
+            ],
+        },  # fmt: skip
+        {"role": "assistant", "content": "yes"},
+        {"role": "user", "content": [{"type": "text", "text": "how many beeps ?"}]},
+    ]
+    # The switch off: the question goes alone, as in a fresh chat.
+    list(backend.respond("how many beeps ?", history, keep_context=False))
+    assert seen[-1] == [{"role": "user", "content": [{"type": "text", "text": "how many beeps ?"}]}]
+
+
+def test_context_is_off_by_default_for_a_curriculum_stage(checkpoint, tmp_path, tiny_tokenizer):
+    model, processor = load_checkpoint(str(checkpoint))
+    # A published stage (its stage.json): its curriculum trained on one-turn chats.
+    stage = ChatBackend(model, processor, DemoSettings(), str(checkpoint))
+    assert not stage.keep_context and "trained on one-turn chats" in stage.context_note
+    on = ChatBackend(model, processor, DemoSettings(context="on"), str(checkpoint))
+    assert on.keep_context
+    # A checkpoint from elsewhere (no stage.json): its history goes back by default.
+    plain = save_tiny_checkpoint(tmp_path / "plain", tiny_tokenizer, ("image",))
+    assert ChatBackend(model, processor, DemoSettings(), str(plain)).keep_context
+    assert not ChatBackend(model, processor, DemoSettings(context="off"), str(plain)).keep_context
+    with pytest.raises(DemoError, match="--context must be auto, on or off"):
+        ChatBackend(model, processor, DemoSettings(context="maybe"), str(plain))
+    assert parse_args(["ckpt", "--context", "on"]).context == "on"
 
 
 def write(path: Path, data: bytes) -> str:

@@ -92,7 +92,8 @@ def test_card_body_order_method_yaml_hash_loading_citation(output_dir, run):
     block = re.search(r"```yaml\n(.*?)\n```", text, re.S).group(1)
     assert yaml.safe_load(block) == json.loads(json.dumps(asdict(run)))
     assert f"Benchmark content hash: `{HASH}`" in text
-    assert "AutoModelForCausalLM.from_pretrained(" in text and "AutoProcessor.from_pretrained(" in text
+    assert 'pipeline("any-to-any", model=checkpoint)' in text  # the card's tag, loaded as it says
+    assert "AutoModelForMultimodalLM.from_pretrained(" in text and "AutoProcessor.from_pretrained(" in text
     assert "trust_remote_code" in text  # says it is not needed
     assert MERA_CITATION in text
 
@@ -157,12 +158,12 @@ def test_trainer_hook_writes_the_card_with_the_hub_target(tmp_path):
     MergeAndRealignTrainer.on_stage_saved(SimpleNamespace(run=run), folder, info)
     card = ModelCard.load(folder / "README.md")
     # The final stage is pushed to main too, so the snippet loads the repo without a revision.
-    assert (
-        'checkpoint = "org/tiny-mera"\nmodel = AutoModelForCausalLM.from_pretrained(checkpoint)\n'
-        in card.text
-    )
+    assert 'checkpoint = "org/tiny-mera"\n' in card.text
+    assert 'pipeline("any-to-any", model=checkpoint)' in card.text
+    assert "model = AutoModelForMultimodalLM.from_pretrained(checkpoint)\n" in card.text
     folder1, info1 = publish(tmp_path, "MERA (10%)", "mera", 1, "image", ["image"], MERA[0])
     (tmp_path / "mera-10" / "stage-2-audio").rename(tmp_path / "moved")  # keep stage 1 alone
     MergeAndRealignTrainer.on_stage_saved(SimpleNamespace(run=run), folder1, info1)
     text = ModelCard.load(folder1 / "README.md").text
     assert 'from_pretrained(checkpoint, revision="stage-1-image")' in text
+    assert 'pipeline("image-text-to-text", model=checkpoint, revision="stage-1-image")' in text

@@ -214,7 +214,6 @@ register_modality(
         load=load_audio,
         preprocessor_cls=AudioPreprocessor,
         default_encoder_type="spectrogram",
-        pipeline_tag="audio-text-to-text",
         example_file="speech.wav",
         generator=AudioGenerator,
     )

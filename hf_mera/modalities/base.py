@@ -49,8 +49,10 @@ class ModalitySpec:
         spoken_name: how sentences name it ("point cloud"); default: `name` with spaces for "_".
         caption_prompt: the user turn of a captioning example read from files (the paper-dataset
             adapters); default: "Describe the <spoken name> briefly.".
-        pipeline_tag: the hub's pipeline tag of a model that reads this modality alone beside text
-            (`"image-text-to-text"`); None: the card says "any-to-any".
+        pipeline_tag: the pipeline tag of a model that reads this modality alone beside text, one
+            transformers' `pipeline(tag, model=folder)` answers with (`"image-text-to-text"`); None:
+            the card says "any-to-any" (transformers has no video-, audio- or point-cloud-to-text
+            pipeline, so the hub's `video-text-to-text` would name one that is not there).
         example_file: the file name a model card's loading snippet shows; default `example<first ext>`.
         generator: the embedded benchmark's generator of this modality (an
             `hf_mera.data.embedded.EmbeddedModality` subclass), or None when it has none.

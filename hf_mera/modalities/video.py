@@ -163,7 +163,6 @@ register_modality(
         load=load_video,
         preprocessor_cls=VideoPreprocessor,
         default_encoder_type="video_frames",
-        pipeline_tag="video-text-to-text",
         example_file="clip.mp4",
         generator=VideoGenerator,
     )

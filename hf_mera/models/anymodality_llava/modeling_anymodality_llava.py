@@ -21,6 +21,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from .configuration_anymodality_llava import AnyModalityLlavaConfig, ModalityConfig
 from .connectors import QFormerConnector, build_connector
 from .llm_adapters import apply_llm_adapters, normalize_llm_adapters
+from .processing_anymodality_llava import merge_row_media
 
 # The KV cache is never named here. transformers 5.24 renamed it from `past_key_values` to `cache`
 # in model forwards and output classes; like its own multimodal models, these outputs subclass
@@ -86,7 +87,13 @@ class AnyModalityLlavaPreTrainedModel(PreTrainedModel):
     config: AnyModalityLlavaConfig
     config_class = AnyModalityLlavaConfig
     base_model_prefix = "model"
-    input_modalities = ("text", "image", "video", "audio")
+    # transformers reads `input_modalities` for its own media stack only: the any-to-any pipeline
+    # requires torchvision when "image" or "video" is listed (its image and video processors use it),
+    # and generate pre-encodes `pixel_values` through `get_image_features` for them. This model's media
+    # never take that path (its processor decodes them with Pillow, PyAV, soundfile and trimesh; forward
+    # encodes them), and torchvision does not import beside the CPU torch ("operator torchvision::nms
+    # does not exist"), so only text and audio are listed. A checkpoint's modalities: `modality_names`.
+    input_modalities = ("text", "audio")
     supports_gradient_checkpointing = True
     _supports_flash_attn = True
     _supports_sdpa = True
@@ -437,6 +444,8 @@ class AnyModalityLlavaForConditionalGeneration(AnyModalityLlavaPreTrainedModel, 
         model_inputs = super().prepare_inputs_for_generation(
             input_ids, is_first_iteration=is_first_iteration, **kwargs
         )
+        # A pipeline batching preprocessed rows hands over one media dict per row: stack them.
+        modality_values, modality_features = map(merge_row_media, (modality_values, modality_features))
         # Features are spliced at prefill only; later steps read them from the KV cache.
         if is_first_iteration or not kwargs.get("use_cache", True):
             model_inputs["modality_values"] = modality_values
