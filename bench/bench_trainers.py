@@ -155,10 +155,15 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--phases", nargs="*", default=list(PHASES))
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU time is exact with 1)")
+    parser.add_argument("--wall", action="store_true", help="time wall seconds instead of CPU seconds")
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
+    global WALL
+    WALL = args.wall
+    torch.set_num_threads(args.threads)
     print(
-        f"torch threads: {torch.get_num_threads()}; {args.steps} timed steps after {WARMUP}; batch {args.batch}"
+        f"torch threads: {torch.get_num_threads()}; {'wall' if WALL else 'CPU'} time of {args.steps} steps "
+        f"after {WARMUP}; batch {args.batch}; median of {args.rounds} rounds"
     )
     print(
         "| phase | plain (ms/step) | trainer (ms/step) | trainer / plain | trl per-step metrics (ms/step) | its / plain |"

@@ -27,6 +27,7 @@ TIMING_KEYS = {
     "train_peak_memory_bytes",
     "infer_peak_memory_bytes",
     "seconds",
+    "wall_time",  # the run's wall time per phase type (trainers/timing.py)
 }
 
 
