@@ -60,8 +60,12 @@ def per_step(times: list[float], steps: int) -> float:
     return (times[WARMUP + steps - 1] - times[WARMUP - 1]) / steps
 
 
-def make_trainer(phase: str, tmp: str, steps: int, batch: int, step_metrics: str = "logging_steps"):
-    """A phase trainer on fresh quickstart-shaped model and data, not yet trained."""
+def make_trainer(
+    phase: str, tmp: str, steps: int, batch: int, step_metrics: str = "logging_steps", modalities: int = 0
+):
+    """A phase trainer on fresh quickstart-shaped model and data, not yet trained. The model has
+    `modalities` modalities (default: 4 for realignment, 1 otherwise); the phase trains the last one
+    (realignment: all of them)."""
     from hf_mera.data.collator import MultimodalCollator
     from trainers import (
         ConnectorPretrainConfig,
@@ -72,8 +76,10 @@ def make_trainer(phase: str, tmp: str, steps: int, batch: int, step_metrics: str
         RealignTrainer,
     )
 
-    seen = _shapes.modality_names(4 if phase == "realign" else 1)
+    seen = _shapes.modality_names(modalities or (4 if phase == "realign" else 1))
     model, processor = _shapes.build(seen)
+    if phase != "realign":
+        seen = seen[-1:]  # the stage's new modality
     total = WARMUP + steps + 1
     common = dict(
         output_dir=tmp,
