@@ -12,7 +12,6 @@ from __future__ import annotations
 import zlib
 
 import torch
-from torch import nn
 
 REAL = ("image", "video", "audio", "point_cloud")
 TOKENS, FEATURE_DIM = 8, 256
@@ -23,19 +22,6 @@ PROMPTS = {"caption": "describe the input .", "qa": "what colour is the shape ?"
 
 def modality_names(count: int) -> list[str]:
     return [*REAL, *(f"synth{k}" for k in range(len(REAL), count))][:count]
-
-
-class FeatureEncoder(nn.Module):
-    """Stands in for a frozen encoder: the benchmarks feed cached features, so it never runs in training."""
-
-    hidden_size, num_tokens = FEATURE_DIM, TOKENS
-
-    def __init__(self):
-        super().__init__()
-        self.proj = nn.Linear(FEATURE_DIM, FEATURE_DIM)
-
-    def forward(self, values: torch.Tensor) -> torch.Tensor:
-        return self.proj(values.view(values.shape[0], TOKENS, FEATURE_DIM))
 
 
 def build(modalities, hidden_size: int = 128, num_layers: int = 4, seed: int = 0):
@@ -49,8 +35,15 @@ def build(modalities, hidden_size: int = 128, num_layers: int = 4, seed: int = 0
     model, processor = AnyModalityLlava.from_pretrained_components(llm, [], tokenizer=tokenizer)
     for k, name in enumerate(modalities):
         torch.manual_seed(seed + 1 + k)
-        config = ModalityConfig(name=name, connector_type="mlp2x_gelu")
-        model.add_modality(config, encoder=FeatureEncoder(), processor=processor)
+        # A registered encoder of the right output shape, so `from_pretrained` rebuilds the model; it
+        # never runs here (the features are cached).
+        config = ModalityConfig(
+            name=name,
+            connector_type="mlp2x_gelu",
+            encoder_type="spectrogram",
+            encoder_config={"num_tokens": TOKENS, "hidden_size": FEATURE_DIM},
+        )
+        model.add_modality(config, processor=processor)
     return model, processor
 
 
@@ -97,4 +90,4 @@ def dataset(modalities, per_modality: int, seed: int = 0):
     return Dataset.from_list([row for m in modalities for row in rows(m, per_modality, seed)])
 
 
-__all__ = ["FeatureEncoder", "build", "dataset", "feature_lookup", "modality_names", "rows"]
+__all__ = ["build", "dataset", "feature_lookup", "modality_names", "rows"]

@@ -172,20 +172,17 @@ class MultimodalSFTTrainer(SFTTrainer):
     # step's batch, not the mean since the last log; the token count stays exact.
 
     def _install_lean_head(self) -> None:
+        from accelerate.utils import is_peft_model
         from trl.trainer.utils import add_fused_lm_head
 
-        target = self._fused_target()
+        # Where SFTTrainer put its fused head: the model, or under peft the wrapped base model. Found
+        # once: `is_peft_model` looks the package up (tens of ms), too slow for every step.
+        self._fused_module = target = self.model.get_base_model() if is_peft_model(self.model) else self.model
         self._full_forward = target.forward  # trl's fused head, with entropy and is_top1
         add_fused_lm_head(target, outputs=("log_probs",))  # wraps it; only its fused calls are used
         self._lean_forward = target.forward
         target.forward = self._full_forward
         self._pending_tokens = None
-
-    def _fused_target(self) -> nn.Module:
-        from accelerate.utils import is_peft_model
-
-        # Where SFTTrainer put its fused head: the model, or under peft the wrapped base model.
-        return self.model.get_base_model() if is_peft_model(self.model) else self.model
 
     def step_metrics_due(self) -> bool:
         """Whether the training step being computed logs, hence computes trl's per-step metrics."""
@@ -224,7 +221,7 @@ class MultimodalSFTTrainer(SFTTrainer):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         # trl's NLL branch (sft_trainer.py, SFTTrainer.compute_loss), line for line, with the lean head.
         inputs["use_cache"] = False
-        target = self._fused_target()
+        target = self._fused_module
         target.forward = self._lean_forward
         try:
             outputs = model(**inputs, fused_lm_head=True)
