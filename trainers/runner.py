@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 from dataclasses import asdict
@@ -86,6 +87,10 @@ def run_curriculum(run: RunConfig, progress: bool = True) -> dict:
     )
 
     workspace = Workspace(run, progress=progress)
+    # What is alive now (libraries, the data, the workspace) lives for the whole run. Trainer runs a
+    # full gc.collect() at the start of every train() (accelerate's free_memory), which otherwise
+    # walks all of it each time: about 0.3 s of CPU per phase here. Frozen objects are skipped.
+    gc.freeze()
     output_dir = Path(run.output_dir)
     if workspace.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
