@@ -13,9 +13,9 @@ features through `MultimodalCollator`), it times steps of
 - **trainer, trl per step**: the same trainer with `step_metrics="every_step"`, trl 1.16's behaviour
   (entropy and token accuracy computed, gathered and `.item()`-ed on every step).
 Per-step time is measured between the `on_step_end` callbacks of steps `warmup` and `warmup + steps`
-(data loading included, set-up excluded); each round runs the three variants one after another on fresh
-models, and the report takes each variant's fastest round (other users of the machine only ever add time). Ratios are against plain in the
-same process (the machine is shared, absolute times are noisy).
+(data loading included, set-up excluded), in CPU seconds of this process on one thread; each round
+runs the three variants one after another on fresh models, and the report takes each variant's fastest
+round (other users of the machine only ever add time). Ratios are against plain in the same process.
 """
 
 from __future__ import annotations
