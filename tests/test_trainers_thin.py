@@ -8,9 +8,12 @@ token counts.
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from test_trainers import build_model, dataset, feature_lookup, snapshot, test_args
+from transformers import Trainer
 
 from hf_mera.data.collator import MultimodalCollator
 from trainers import (
@@ -64,6 +67,8 @@ def train(phase: str, step_metrics: str, tmp_path):
         return loss
 
     trainer.compute_loss = recording_compute_loss
+    if step_metrics == "every_step":  # the reference counts flos as Trainer does
+        trainer.floating_point_ops = functools.partial(Trainer.floating_point_ops, trainer)
     lean = trainer._lean_forward
 
     def counting_lean(*args, **kwargs):
@@ -73,15 +78,15 @@ def train(phase: str, step_metrics: str, tmp_path):
     trainer._lean_forward = counting_lean
     trainer.train()
     weights = snapshot(trainer.model)
-    return losses, weights, trainer.state.log_history, len(lean_calls)
+    return losses, weights, trainer.state.log_history, len(lean_calls), trainer.state.total_flos
 
 
 @pytest.mark.parametrize("phase", ["connector_pretrain", "full", "lora", "realign"])
 def test_thin_step_gives_bitwise_the_losses_and_weights_of_trls_step(phase, tmp_path):
     torch.manual_seed(0)
-    every_losses, every_weights, every_logs, every_lean = train(phase, "every_step", tmp_path)
+    every_losses, every_weights, every_logs, every_lean, every_flos = train(phase, "every_step", tmp_path)
     torch.manual_seed(0)
-    thin_losses, thin_weights, thin_logs, thin_lean = train(phase, "logging_steps", tmp_path)
+    thin_losses, thin_weights, thin_logs, thin_lean, thin_flos = train(phase, "logging_steps", tmp_path)
 
     assert every_lean == 0
     assert thin_lean == 2  # steps 1 and 3; steps 2 and 4 log, step 5 is the last
@@ -102,6 +107,7 @@ def test_thin_step_gives_bitwise_the_losses_and_weights_of_trls_step(phase, tmp_
         assert thin[step]["loss"] == every[step]["loss"]
         assert 0 <= thin[step]["mean_token_accuracy"] <= 1 and thin[step]["entropy"] > 0
     assert thin_logs[-1]["num_tokens"] == every_logs[-1]["num_tokens"]  # the final summary
+    assert thin_flos == every_flos > 0  # the parameter count taken once counts the same flos
 
 
 def test_step_metrics_is_checked(tmp_path):

@@ -237,6 +237,18 @@ class MultimodalSFTTrainer(SFTTrainer):
         self._pending_tokens = tokens if self._pending_tokens is None else self._pending_tokens + tokens
         return loss
 
+    def floating_point_ops(self, inputs) -> int:
+        """Trainer's estimate (6 · tokens · non-embedding parameters) for its logged `total_flos`, with
+        the parameter count taken once: Trainer recounts every parameter of the model on every step
+        (tens of ms per step under LoRA here), and what trains never changes its size."""
+        count = getattr(self, "_flos_parameters", None)
+        if count is None:
+            if not hasattr(self.model, "num_parameters"):
+                return super().floating_point_ops(inputs)
+            count = self._flos_parameters = self.model.num_parameters(exclude_embeddings=True)
+        main_input = getattr(self.model, "main_input_name", "input_ids")
+        return 6 * inputs[main_input].numel() * count if main_input in inputs else 0
+
     def _flush_token_count(self) -> None:
         if self._pending_tokens is not None:
             total = self.accelerator.gather_for_metrics(self._pending_tokens).sum().item()
