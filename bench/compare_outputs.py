@@ -28,6 +28,7 @@ TIMING_KEYS = {
     "infer_peak_memory_bytes",
     "peak_memory_bytes",  # a method record's ru_maxrss on CPU (results.json without experts)
     "seconds",
+    "wall_time",  # the run's wall time per phase type (trainers/timing.py)
 }
 
 

@@ -157,6 +157,7 @@ class MultimodalSFTTrainer(SFTTrainer):
             processing_class=processing_class,
             **kwargs,
         )
+        self._install_lean_head()
 
     def train(self, *args, **kwargs):
         # Here, not in __init__: subclasses (and peft) decide what trains after this class's __init__,
@@ -170,6 +171,100 @@ class MultimodalSFTTrainer(SFTTrainer):
             # Everything after training (saving, LoRA's ΔW, EWC's Fisher) needs whole tensors.
             self.model = self.model_wrapped = gather_trained_model(self, skeleton)
         return result
+
+    # ---- per-step metrics at logging steps only ---------------------------------------------------
+    # trl 1.16's `SFTTrainer.compute_loss` computes the entropy and the token accuracy of every batch
+    # (extra passes over the [tokens, vocab] tiles in its fused LM head, three gathers and host syncs
+    # per step) and averages them at logging time; nothing reads them in between. With
+    # `args.step_metrics == "logging_steps"`, the steps that do not log run trl's loss with a fused head
+    # that computes the log-probabilities only. Those are computed exactly as with the metrics (the
+    # kernel's extra statistics never feed them), so the loss, the gradients and the weights are bitwise
+    # the same (tests/test_trainers_thin.py). The logged entropy and accuracy are then the logging
+    # step's batch, not the mean since the last log; the token count stays exact.
+
+    def _install_lean_head(self) -> None:
+        from accelerate.utils import is_peft_model
+        from trl.trainer.utils import add_fused_lm_head
+
+        # Where SFTTrainer put its fused head: the model, or under peft the wrapped base model. Found
+        # once: `is_peft_model` looks the package up (tens of ms), too slow for every step.
+        self._fused_module = target = self.model.get_base_model() if is_peft_model(self.model) else self.model
+        self._full_forward = target.forward  # trl's fused head, with entropy and is_top1
+        add_fused_lm_head(target, outputs=("log_probs",))  # wraps it; only its fused calls are used
+        self._lean_forward = target.forward
+        target.forward = self._full_forward
+        self._pending_tokens = None
+
+    def step_metrics_due(self) -> bool:
+        """Whether the training step being computed logs, hence computes trl's per-step metrics."""
+        args = self.args
+        if getattr(args, "step_metrics", "every_step") == "every_step" or args.logging_strategy == "epoch":
+            return True
+        if args.logging_strategy == "no":
+            return False
+        step = self.state.global_step + 1  # `global_step` counts finished optimizer steps
+        return (
+            step % self.state.logging_steps == 0
+            or (args.logging_first_step and step == 1)
+            or step >= self.state.max_steps
+        )
+
+    def _lean_loss_applies(self, inputs, return_outputs: bool) -> bool:
+        """The plain NLL path of trl's compute_loss in training, the one the lean head replaces."""
+        parallelism = getattr(self.accelerator, "parallelism_config", None)
+        return (
+            self.model.training
+            and not return_outputs
+            and self.args.loss_type == "nll"
+            and self.compute_loss_func is None
+            and self.label_smoother is None
+            and not self.aux_loss_enabled
+            and not getattr(parallelism, "sp_enabled", False)
+            and "attention_mask" in inputs
+            and getattr(self, "_lean_forward", None) is not None
+        )
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not self._lean_loss_applies(inputs, return_outputs):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if self.step_metrics_due():
+            self._flush_token_count()
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        # trl's NLL branch (sft_trainer.py, SFTTrainer.compute_loss), line for line, with the lean head.
+        inputs["use_cache"] = False
+        target = self._fused_module
+        target.forward = self._lean_forward
+        try:
+            outputs = model(**inputs, fused_lm_head=True)
+        finally:
+            target.forward = self._full_forward
+        per_token_loss = -outputs.log_probs  # zero on ignored positions
+        num_tokens = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
+        loss = per_token_loss.sum() / torch.as_tensor(num_tokens).clamp(min=1)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+        # The token count trl logs, summed on the device and gathered at the next logging step.
+        tokens = inputs["attention_mask"].sum()
+        self._pending_tokens = tokens if self._pending_tokens is None else self._pending_tokens + tokens
+        return loss
+
+    def floating_point_ops(self, inputs) -> int:
+        """Trainer's estimate (6 · tokens · non-embedding parameters) for its logged `total_flos`, with
+        the parameter count taken once: Trainer recounts every parameter of the model on every step
+        (tens of ms per step under LoRA here), and what trains never changes its size."""
+        count = getattr(self, "_flos_parameters", None)
+        if count is None:
+            if not hasattr(self.model, "num_parameters"):
+                return super().floating_point_ops(inputs)
+            count = self._flos_parameters = self.model.num_parameters(exclude_embeddings=True)
+        main_input = getattr(self.model, "main_input_name", "input_ids")
+        return 6 * inputs[main_input].numel() * count if main_input in inputs else 0
+
+    def _flush_token_count(self) -> None:
+        if self._pending_tokens is not None:
+            total = self.accelerator.gather_for_metrics(self._pending_tokens).sum().item()
+            self._total_train_tokens += total // self._tp_size
+            self._pending_tokens = None
 
 
 __all__ = [

@@ -10,7 +10,9 @@ Settings every phase needs, whatever the hardware:
 - `bf16` defaults to True only where a GPU supports it (`SFTConfig` turns it on everywhere, and
   `TrainingArguments` then refuses to start on a CPU); a model held in bf16 / fp16 gets autocast in
   that dtype instead, on any device, with its trainable parameters in float32 (`trainers._common`);
-- `save_strategy="no"`: the orchestrator saves each phase's model itself.
+- `save_strategy="no"`: the orchestrator saves each phase's model itself;
+- `step_metrics="logging_steps"`: trl's entropy and token accuracy only on the steps that log them
+  (`trainers._common.MultimodalSFTTrainer`), not on every step.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from hf_mera.continual.phase_settings import (
     RealignSettings,
     paper_default,
 )
+
+STEP_METRICS = ("logging_steps", "every_step")
 
 
 @dataclass
@@ -94,6 +98,14 @@ class _PhaseConfig(SFTConfig):
             "help": "Checkpoint strategy ('no', 'steps', 'epoch'); the orchestrator saves each phase itself."
         },
     )
+    step_metrics: str = field(
+        default="logging_steps",
+        metadata={
+            "help": "When trl's per-token metrics (entropy, mean token accuracy) are computed: 'logging_steps' "
+            "(only on the steps that log them; the loss and the weights are bitwise the same) or 'every_step' "
+            "(trl's own behaviour, averaged over the steps since the last log)."
+        },
+    )
 
     def __post_init__(self):
         if self.warmup_ratio is not None:
@@ -114,6 +126,8 @@ class _PhaseConfig(SFTConfig):
                 "remove_unused_columns must be False: MultimodalCollator reads the sample-format columns "
                 "(messages, media) that the model's signature does not name."
             )
+        if self.step_metrics not in STEP_METRICS:
+            raise ValueError(f"step_metrics must be one of {STEP_METRICS}, got {self.step_metrics!r}.")
         if not (self.dataset_kwargs or {}).get("skip_prepare_dataset", False):
             raise ValueError(
                 'dataset_kwargs must hold {"skip_prepare_dataset": True}: rows are tokenized by the multimodal '

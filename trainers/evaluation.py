@@ -31,17 +31,18 @@ class StageEvaluator:
         # Every process reaches the barrier below, also when the scores exist: a process that saw the
         # file the main one had just written and skipped the barrier would pair with the next one.
         if not result_file.is_file() and self.ws.is_main:
-            if model is None:
-                model, processor = self.ws.load(checkpoint)
-            scores: dict[str, dict[str, float]] = {}
-            for modality in modalities:
-                self.ws.features.ensure(model, processor, modality)
-                scores[modality] = {
-                    task: self.score(model, processor, ds, task, data.metric(modality, task))
-                    for task, ds in data.test(modality).items()
-                }
-                fault_point("evaluation", len(scores))
-            atomic_write_json(result_file, scores)
+            with self.ws.clock.phase("evaluation"):
+                if model is None:
+                    model, processor = self.ws.load(checkpoint)
+                scores: dict[str, dict[str, float]] = {}
+                for modality in modalities:
+                    self.ws.features.ensure(model, processor, modality)
+                    scores[modality] = {
+                        task: self.score(model, processor, ds, task, data.metric(modality, task))
+                        for task, ds in data.test(modality).items()
+                    }
+                    fault_point("evaluation", len(scores))
+                atomic_write_json(result_file, scores)
         self.ws.barrier()
         return json.loads(result_file.read_text())
 
@@ -82,11 +83,12 @@ class StageEvaluator:
             return None
         result_file = checkpoint.path / "eval-cross-modal.json"
         if not result_file.is_file() and self.ws.is_main:
-            model, processor = self.ws.load(checkpoint)
-            for modality in self.ws.run.order:
-                self.ws.features.ensure(model, processor, modality)
-            accuracy = self.score(model, processor, data.cross_modal, "cross")
-            atomic_write_json(result_file, {"accuracy": accuracy}, indent=None)
+            with self.ws.clock.phase("evaluation"):
+                model, processor = self.ws.load(checkpoint)
+                for modality in self.ws.run.order:
+                    self.ws.features.ensure(model, processor, modality)
+                accuracy = self.score(model, processor, data.cross_modal, "cross")
+                atomic_write_json(result_file, {"accuracy": accuracy}, indent=None)
         self.ws.barrier()
         return json.loads(result_file.read_text())["accuracy"]
 
@@ -95,34 +97,36 @@ class StageEvaluator:
         Table 6 setting), from raw media through the encoders, on `samples` test items of `modality`."""
         result_file = checkpoint.path / "inference-cost.json"
         if not result_file.is_file() and self.ws.is_main:
-            from hf_mera.evaluation import generate_predictions, measure
+            with self.ws.clock.phase("evaluation"):
+                from hf_mera.evaluation import generate_predictions, measure
 
-            model, processor = self.ws.load(checkpoint)
-            rows = [row for ds in self.ws.data.test(modality).values() for row in ds][:samples]
-            from .distributed import without_zero3
+                model, processor = self.ws.load(checkpoint)
+                rows = [row for ds in self.ws.data.test(modality).values() for row in ds][:samples]
+                from .distributed import without_zero3
 
-            with measure() as cost, without_zero3():
-                predictions = generate_predictions(
-                    model,
-                    processor,
-                    rows,
-                    batch_size=1,
-                    max_new_tokens=self.settings.max_new_tokens,
-                    progress=False,
+                with measure() as cost, without_zero3():
+                    predictions = generate_predictions(
+                        model,
+                        processor,
+                        rows,
+                        batch_size=1,
+                        max_new_tokens=self.settings.max_new_tokens,
+                        progress=False,
+                    )
+                # +1: the end-of-answer token is generated too.
+                tokens = sum(
+                    len(processor.tokenizer(p, add_special_tokens=False)["input_ids"]) + 1
+                    for p in predictions
                 )
-            # +1: the end-of-answer token is generated too.
-            tokens = sum(
-                len(processor.tokenizer(p, add_special_tokens=False)["input_ids"]) + 1 for p in predictions
-            )
-            atomic_write_json(
-                result_file,
-                {
-                    "latency_per_token_ms": 1000 * cost.wall_seconds / max(tokens, 1),
-                    "peak_memory_bytes": cost.peak_memory_bytes,
-                    "memory_source": cost.memory_source,
-                    "tokens": tokens,
-                },
-            )
+                atomic_write_json(
+                    result_file,
+                    {
+                        "latency_per_token_ms": 1000 * cost.wall_seconds / max(tokens, 1),
+                        "peak_memory_bytes": cost.peak_memory_bytes,
+                        "memory_source": cost.memory_source,
+                        "tokens": tokens,
+                    },
+                )
         self.ws.barrier()
         return json.loads(result_file.read_text())
 

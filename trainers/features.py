@@ -3,6 +3,7 @@ cache, then looked up by the collator instead of running the encoder at every st
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -16,9 +17,10 @@ class FeatureBank:
     """Per modality, `{media path: encoder features}` for every item of the run's train, test and
     cross-modal sets. Encoders are frozen in every phase, so one encoding serves every method."""
 
-    def __init__(self, run: RunConfig, data: DataSource, state, output_dir: Path, progress: bool):
+    def __init__(self, run: RunConfig, data: DataSource, state, output_dir: Path, progress: bool, clock=None):
         self.run, self.data, self.state = run, data, state
         self.output_dir, self.progress = output_dir, progress
+        self.clock = clock  # a `trainers.timing.PhaseClock`: encoding is reported as its own phase
         self._features: dict[str, dict[str, torch.Tensor]] = {}
 
     @property
@@ -45,6 +47,10 @@ class FeatureBank:
         """Encode every item of `modality` once with the (frozen) encoder, through the disk cache."""
         if not self.enabled or modality in self._features:
             return
+        with self.clock.phase("feature_encoding") if self.clock else nullcontext():
+            self._encode(model, processor, modality)
+
+    def _encode(self, model, processor, modality: str) -> None:
         from hf_mera.data.feature_cache import FeatureCache
         from hf_mera.modalities import encoder_fingerprint
 

@@ -189,7 +189,8 @@ class InstructionTuningTrainer(MultimodalSFTTrainer):
         # processes like the token-averaged loss: each rank adds the same penalty and DDP averages.
         steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1
         loss = loss + penalty / steps
-        self._metrics["train"]["plugin_penalty"].append(penalty.detach().item())
+        if self.step_metrics_due():  # a host sync: only on the steps that log it
+            self._metrics["train"]["plugin_penalty"].append(penalty.detach().item())
         return (loss, result[1]) if return_outputs else loss
 
     def unwrap_lora(self, merge: bool = False) -> tuple[dict[str, torch.Tensor], nn.Module]:

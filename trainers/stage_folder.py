@@ -89,7 +89,8 @@ class StagePublisher:
                 "scores": scores,
                 "benchmark_hash": self.ws.data.benchmark_hash,
             }
-            publish_stage(stage_dir, checkpoint, info, self.on_stage_saved, self.on_stage_published)
+            with self.ws.clock.phase("publishing"):
+                publish_stage(stage_dir, checkpoint, info, self.on_stage_saved, self.on_stage_published)
         self.ws.barrier()
         return stage_dir
 

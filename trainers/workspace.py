@@ -15,6 +15,7 @@ from .checkpoints import Checkpoint, CheckpointStore, derive_seed, phase_key
 from .data_sources import DataSource, load_data_source
 from .evaluation import StageEvaluator
 from .features import FeatureBank
+from .timing import PhaseClock
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class Workspace:
     def __init__(self, run: RunConfig, progress: bool = True):
         from accelerate import PartialState
 
+        self.clock = PhaseClock()  # wall time per phase type, reported at the end of the run
         self.run = run
         # On CPU the process group must be gloo: say so before anything else creates the shared state
         # (the trainers' use_cpu=True then finds the same one).
@@ -51,11 +53,14 @@ class Workspace:
         self.progress = progress and self.state.is_main_process
         self.output_dir = Path(run.output_dir)
         self.store = CheckpointStore(self.output_dir / "checkpoints", self.state.is_main_process)
-        self.data: DataSource = load_data_source(run.data, list(run.order), run.seed)
+        with self.clock.phase("data"):
+            self.data: DataSource = load_data_source(run.data, list(run.order), run.seed)
         if self.state.is_main_process:
             where = self.data.description.get("root") or run.data.source
             print(f"Benchmark: {where} (content hash {self.data.benchmark_hash})", flush=True)
-        self.features = FeatureBank(run, self.data, self.state, self.output_dir, self.progress)
+        self.features = FeatureBank(
+            run, self.data, self.state, self.output_dir, self.progress, clock=self.clock
+        )
         self.evaluator = StageEvaluator(self)
 
     @property
@@ -95,6 +100,10 @@ class Workspace:
             logger.info("phase %s (%s): reusing %s", name, key, done.path)
             return done
         logger.info("phase %s (%s): running", name, key)
+        with self.clock.phase(description.get("phase", name)):
+            return self._run_phase(name, key, parent, description, build)
+
+    def _run_phase(self, name, key, parent, description, build) -> Checkpoint:
         set_seed(derive_seed(self.run.seed, key))
         model, processor = self.load(parent) if parent else (None, None)
         tmp = self.store.begin(name, key)
