@@ -1,5 +1,5 @@
 """The merge step of a stage (paper section 4.1, and the merges a method may name instead): θᵢ from
-the stages so far, on the LLM only (`hf_mera.merging.stage_merges`).
+the stages so far, on the LLM only (`hf_mera.merging`).
 
 - `StageUpdate` pairs a stage's instruction-tuning start and result checkpoints;
 - `CheckpointHistory` is what a stage merge reads, loaded lazily from those checkpoints (and, for
@@ -31,7 +31,7 @@ class StageUpdate:
 
 
 class CheckpointHistory:
-    """`hf_mera.merging.stage_merges.StageHistory` over a method's checkpoints (stages 1 … `index`)."""
+    """`hf_mera.merging.StageHistory` over a method's checkpoints (stages 1 … `index`)."""
 
     def __init__(self, method, updates: list[StageUpdate], loaded: dict | None = None):
         """`loaded`: (model, processor) already in memory by checkpoint key (the merge phase's own
@@ -84,7 +84,7 @@ def merge_phase(method, stage: StageContext, updates: list[StageUpdate]) -> Chec
             "stage": stage.index,
             "stages": [[u.start.key, u.vanilla.key] for u in updates],
         }
-    else:  # MERA reads θᵢ₋₁ only (the description its checkpoints always had)
+    else:  # MERA reads θᵢ₋₁ only (the description its checkpoints always had: "schedule" is its name)
         description = {
             "phase": "merge",
             "schedule": merge.name,
