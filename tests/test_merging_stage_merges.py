@@ -22,12 +22,17 @@ class History:
     def __init__(self, starts, vanillas, lora=None, grams=None):
         self.starts, self.vanillas, self.lora, self.gram_values = starts, vanillas, lora, grams
         self.index = len(vanillas)
+        self._loaded = {}
 
     def start(self, k):
         return self.starts[k - 1]
 
     def vanilla(self, k):
-        return self.vanillas[k - 1]
+        # As the checkpoint history: loaded once per merge, and stage i's is the merge's to overwrite
+        # (so the test's own `vanillas` stay as trained).
+        if k not in self._loaded:
+            self._loaded[k] = {key: t.clone() for key, t in self.vanillas[k - 1].items()}
+        return self._loaded[k]
 
     def lora_deltas(self, k):
         return None if self.lora is None else self.lora[k - 1]

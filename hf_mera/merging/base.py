@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -74,6 +74,20 @@ def llm_keys(state: StateDict) -> list[str]:
     return [k for k in state.keys() if is_llm_key(k) and is_float(state, k)]
 
 
+def writable_keys(state: StateDict) -> Callable[[str], bool]:
+    """Which of `state`'s tensors a merge may overwrite with its result: all of a lazily read file's
+    (each read is a new tensor), and in memory every one whose storage no other key shares (tied
+    weights: writing the first key's result would change the second key's input)."""
+    if getattr(state, "fresh_tensors", False):
+        return lambda key: True
+    owners: dict[int, int] = {}
+    for tensor in state.values():
+        ptr = tensor.untyped_storage().data_ptr()
+        owners[ptr] = owners.get(ptr, 0) + 1
+    alone = {k for k, t in state.items() if owners[t.untyped_storage().data_ptr()] == 1}
+    return alone.__contains__
+
+
 def block(shape: torch.Size) -> tuple[slice, ...]:
     """θ₀'s leading block of a tensor that grew (an embedding with placeholder rows added later)."""
     return tuple(slice(0, s) for s in shape)
@@ -86,6 +100,22 @@ def stage_update(history: StageHistory, k: int, key: str, shape: torch.Size) -> 
         delta = lora.get(key)
         return torch.zeros(shape) if delta is None else delta.float()[block(shape)]
     return history.vanilla(k)[key][block(shape)].float() - history.start(k)[key][block(shape)].float()
+
+
+def fold(
+    base: torch.Tensor, delta: torch.Tensor, scale: float, vanilla: torch.Tensor, writable: bool, key: str
+) -> torch.Tensor:
+    """θᵢ,vanilla's tensor with θ₀ + scale · Δ over θ₀'s block (`base`'s shape), in float32, cast back;
+    written into `vanilla` itself when `writable`, else into a copy."""
+    from . import kernels
+
+    if base.shape == vanilla.shape:
+        return kernels.add_scaled(base, delta, scale, key=key, out=vanilla if writable else None).to(
+            vanilla.dtype
+        )
+    out = vanilla if writable else vanilla.clone()
+    out[block(base.shape)] = kernels.add_scaled(base, delta, scale, key=key).to(out.dtype)
+    return out
 
 
 class StageMerge:
@@ -180,9 +210,11 @@ __all__ = [
     "StageMerge",
     "block",
     "build_merge",
+    "fold",
     "is_llm_key",
     "llm_keys",
     "merge_help",
     "register_merge",
     "stage_update",
+    "writable_keys",
 ]

@@ -75,8 +75,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from . import kernels
-from .base import StageHistory, StageMerge, block, llm_keys, register_merge, stage_update
+from .base import StageHistory, StageMerge, fold, llm_keys, register_merge, stage_update, writable_keys
 from .lora import peft_key_to_model_key
 
 StateDict = Mapping[str, torch.Tensor]
@@ -448,7 +447,7 @@ class LPMMerge(StageMerge):
         linear = [k for k in theta0 if k.endswith(".weight") and _dim(start, k) == 2 and "embed" not in k]
         # The Grams are small (in × in per linear); the weights are then read one key at a time.
         grams = [history.grams(k, linear, self.gram_samples, self.normalize) for k in range(1, i + 1)]
-        theta0 = set(theta0)
+        theta0, writable = set(theta0), writable_keys(vanilla)
         for key, tensor in vanilla.items():
             if key not in theta0:
                 yield key, tensor
@@ -461,9 +460,7 @@ class LPMMerge(StageMerge):
                 state = state.update(
                     update, grams[k - 1].get(key), ridge=self.ridge, deltas_from="merged", key=key
                 )
-            out = tensor.clone()
-            out[block(base.shape)] = kernels.add_scaled(base, state.delta, 1.0, key=key).to(out.dtype)
-            yield key, out
+            yield key, fold(base, state.delta, 1.0, tensor, writable(key), key)
 
 
 def _dim(state: StateDict, key: str) -> int:

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator, Mapping
 import torch
 
 from . import kernels
-from .base import LLM_KEY_PATTERN, StageHistory, StageMerge, is_float, register_merge
+from .base import LLM_KEY_PATTERN, StageHistory, StageMerge, is_float, register_merge, writable_keys
 
 StateDict = Mapping[str, torch.Tensor]
 KeySelector = str | re.Pattern[str] | Callable[[str], bool] | None
@@ -94,6 +94,7 @@ def mera_tensors(
     *,
     lora_deltas: StateDict | None = None,
     include: KeySelector = LLM_KEY_PATTERN,
+    inplace: bool = False,
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """θᵢ's (key, tensor) pairs in `vanilla`'s key order: MERA's stage-i merge, one key at a time.
 
@@ -104,6 +105,8 @@ def mera_tensors(
         lora_deltas: ΔWᵢ = B·A·scaling per weight key, float32. None: full fine-tuning, merge every
             floating-point key `include` selects. Given: θᵢ₋₁[k] + c · ΔWᵢ[k] for exactly its keys.
         include: the LLM's keys, a regex (`re.search`) or a callable(key) -> bool; None: every key.
+        inplace: write each merged tensor into `vanilla`'s own (the stage merge's θᵢ,vanilla is ours to
+            overwrite; tied weights never are); False allocates the results.
 
     Raises (before the first key is yielded, except shapes and NaN / inf, raised at their key):
         ValueError: a merged key missing from / extra in either dict, a shape mismatch, a ΔW outside
@@ -119,10 +122,11 @@ def mera_tensors(
     else:
         _check_lora_keys(previous, vanilla, lora_deltas, selected)
         merged_keys = list(lora_deltas.keys())
-    return _merged(previous, vanilla, lora_deltas, set(merged_keys), coefficient)
+    writable = writable_keys(vanilla) if inplace else (lambda key: False)
+    return _merged(previous, vanilla, lora_deltas, set(merged_keys), coefficient, writable)
 
 
-def _merged(previous, vanilla, lora_deltas, merged_keys, coefficient):
+def _merged(previous, vanilla, lora_deltas, merged_keys, coefficient, writable):
     for key, tensor in vanilla.items():
         if key not in merged_keys:
             yield key, tensor
@@ -134,7 +138,8 @@ def _merged(previous, vanilla, lora_deltas, merged_keys, coefficient):
                     f"shape mismatch for key {key!r}: base {tuple(prev.shape)}, "
                     f"finetuned[0] {tuple(tensor.shape)}"
                 )
-            yield key, kernels.interpolate(prev, tensor, coefficient, key=key)
+            out = tensor if writable(key) else None
+            yield key, kernels.interpolate(prev, tensor, coefficient, key=key, out=out)
         else:
             delta = lora_deltas[key]
             if tensor.shape != prev.shape:
@@ -143,7 +148,8 @@ def _merged(previous, vanilla, lora_deltas, merged_keys, coefficient):
                 raise ValueError(
                     f"shape mismatch for key {key!r}: weight {tuple(prev.shape)}, ΔW {tuple(delta.shape)}"
                 )
-            yield key, kernels.add_scaled(prev, delta, coefficient, key=key)
+            out = tensor if writable(key) else None
+            yield key, kernels.add_scaled(prev, delta, coefficient, key=key, out=out)
 
 
 def mera_merge_state_dict(
@@ -172,7 +178,9 @@ class MERAMerge(StageMerge):
 
     def tensors(self, history: StageHistory) -> Iterator[tuple[str, torch.Tensor]]:
         i = history.index
-        return mera_tensors(history.start(i), history.vanilla(i), i, lora_deltas=history.lora_deltas(i))
+        return mera_tensors(
+            history.start(i), history.vanilla(i), i, lora_deltas=history.lora_deltas(i), inplace=True
+        )
 
 
 __all__ = ["MERAMerge", "key_selector", "mera_coefficient", "mera_merge_state_dict", "mera_tensors"]

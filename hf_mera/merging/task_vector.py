@@ -32,8 +32,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from . import kernels
-from .base import StageHistory, StageMerge, block, llm_keys, register_merge, stage_update
+from .base import StageHistory, StageMerge, fold, llm_keys, register_merge, stage_update, writable_keys
 
 WEIGHTINGS: dict[str, Callable[[int], list[float]]] = {
     "ones": lambda i: [1.0] * i,
@@ -141,6 +140,7 @@ class TaskVectorMerge(StageMerge):
         start, vanilla = history.start(1), history.vanilla(i)
         theta0 = set(llm_keys(start))
         weights = WEIGHTINGS[self.weights](i)
+        writable = writable_keys(vanilla)
         for key, tensor in vanilla.items():
             if key not in theta0:
                 yield key, tensor
@@ -150,9 +150,7 @@ class TaskVectorMerge(StageMerge):
             mixed = self.combine(
                 updates, weights, density=self.density, majority_sign_method=self.majority_sign_method
             )
-            out = tensor.clone()
-            out[block(base.shape)] = kernels.add_scaled(base, mixed, self.scale, key=key).to(out.dtype)
-            yield key, out
+            yield key, fold(base, mixed, self.scale, tensor, writable(key), key)
 
 
 def _member(name: str, help: str, **family: Any) -> type[TaskVectorMerge]:
