@@ -5,8 +5,9 @@ part 3, #20 part 7).
 
 For each size, θᵢ₋₁ and θᵢ,vanilla (random float32 tensors of a Llama's shapes, LLM keys as in
 AnyModalityLlava) are written to `--dir` as safetensors, one tensor at a time. A child process then
-merges them (θᵢ = θᵢ₋₁ + (θᵢ,vanilla − θᵢ₋₁)/3) and reports its peak RSS (`resource.getrusage`
-maxrss) and wall time:
+merges them (θᵢ = θᵢ₋₁ + (θᵢ,vanilla − θᵢ₋₁)/3) and reports its peak RSS (`VmHWM` of
+/proc/self/status: `resource.getrusage`'s maxrss of a child also counts the RSS its parent had when
+it forked, which here held the generated tensors) and wall time:
 - streamed: `SafetensorsStateDict` inputs, `mera_tensors(..., inplace=True)`, `write_merged` (what the
   stage loop's merge phase runs);
 - in memory: `safetensors.torch.load_file` of both, `mera_merge_state_dict`, `save_file` (skipped
@@ -80,7 +81,13 @@ import torch
 from hf_mera.merging import mera_merge_state_dict, mera_tensors
 from hf_mera.merging.streaming import SafetensorsStateDict, write_merged
 mode, prev, van, out = sys.argv[1:5]
-rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def rss():
+    # VmHWM: the peak RSS of this process's own memory since exec. (ru_maxrss would do on a small
+    # parent, but Linux carries the parent's RSS at fork into the child's ru_maxrss across exec.)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 after_imports = rss()
 start = time.perf_counter()
 if mode == "streamed":
