@@ -1,5 +1,5 @@
-"""Tests for hf_mera.merging: hand-computed merges, state-dict checks, exact LoRA folding, schedules,
-and MERA's entry point bitwise against a frozen copy of the arithmetic the pipeline has always used."""
+"""Tests for hf_mera.merging: the registry of YAML merges, hand-computed merges, key checks, exact LoRA
+folding, and MERA's entry point bitwise against a frozen copy of the arithmetic the pipeline has always used."""
 
 import re
 import subprocess
@@ -8,29 +8,22 @@ import sys
 import pytest
 import torch
 
+from hf_mera.continual.curriculum import MethodConfig
 from hf_mera.merging import (
     LLM_KEY_PATTERN,
-    MERGE_METHODS,
-    MergeSchedule,
-    TaskVectorMerge,
-    dare_linear,
-    dare_ties,
-    get_merge_method,
-    get_merge_schedule,
-    interpolate,
+    MERGES,
+    StageMerge,
+    build_merge,
+    kernels,
     lora_delta_weights,
-    magnitude_prune,
+    mera_coefficient,
     mera_merge_state_dict,
-    mera_running_average,
-    merge_state_dicts,
+    merge_help,
     peft_key_to_model_key,
     peft_state_dict_to_model_state_dict,
-    register_merge_method,
-    register_merge_schedule,
-    task_arithmetic,
-    ties,
-    weight_average,
+    register_merge,
 )
+from hf_mera.merging.task_vector import TaskVectorMerge
 
 T = torch.tensor
 
@@ -38,15 +31,30 @@ T = torch.tensor
 # ---------------------------------------------------------------- registry
 
 
-def test_registry_lists_builtins_and_rejects_duplicates():
-    assert {"weight_average", "mera", "interpolate", "task_arithmetic", "ties", "dare_linear"} <= set(
-        MERGE_METHODS
-    )
-    assert get_merge_method("ties") is ties
+def test_registry_is_the_one_list_of_yaml_merges():
+    assert set(MERGES.names()) == {
+        "none", "mera", "task_arithmetic", "magnitude_prune", "ties", "dare_linear", "dare_ties", "lpm"
+    }  # fmt: skip
     with pytest.raises(ValueError, match="'ties' is already registered"):
-        register_merge_method("ties")(lambda base, others: base)
-    with pytest.raises(ValueError, match=r"unknown merge method 'slerpp'.*'mera'.*'ties'"):
-        get_merge_method("slerpp")
+        register_merge("ties", type("Again", (StageMerge,), {}))
+    with pytest.raises(ValueError, match=r"unknown merge 'slerpp'; known: .*'mera'.*'ties'"):
+        build_merge("slerpp")
+    # The config's help and errors come from the registry: every name, its help and its options.
+    help_text = MethodConfig.__dataclass_fields__["merge"].metadata["help"]
+    assert help_text == merge_help()
+    for name, cls in MERGES.items():
+        assert f"'{name}': {cls.help}" in help_text and cls.help
+    assert "'ties': " in help_text and "[options: density, majority_sign_method, scale, weights]" in help_text
+    assert "'task_arithmetic': θ₀ + λ Σₖ wₖ τₖ (Ilharco et al., 2023) [options: scale, weights]" in help_text
+    with pytest.raises(ValueError, match=r"methods: 'M': merge: unknown merge 'tis'"):
+        MethodConfig(name="M", type="mera", merge="tis")
+
+
+def test_the_config_builds_the_merge_once():
+    method = MethodConfig(name="M", type="mera", merge={"method": "ties", "density": 0.5})
+    assert method.stage_merge("mera") is method.stage_merge("none")  # the YAML's, built when read
+    assert method.stage_merge("mera").options()["density"] == 0.5
+    assert MethodConfig(name="N", type="mera").stage_merge("none").name == "none"  # the class default
 
 
 def test_importing_merging_does_not_import_peft():
@@ -62,29 +70,18 @@ def test_importing_merging_does_not_import_peft():
 # ---------------------------------------------------------------- pure tensor merges, by hand
 
 
-def test_weight_average_by_hand():
-    # 0.25 * [1, 2] + 0.75 * [3, 6] = [2.5, 5.0]
-    assert torch.equal(weight_average(T([1.0, 2.0]), [T([3.0, 6.0])], [0.25, 0.75]), T([2.5, 5.0]))
-    # default: plain mean of [0, 0], [2, 4], [4, 8]
-    assert torch.equal(weight_average(T([0.0, 0.0]), [T([2.0, 4.0]), T([4.0, 8.0])]), T([2.0, 4.0]))
-    with pytest.raises(ValueError, match="expects 2 weights"):
-        weight_average(T([1.0]), [T([2.0])], [1.0])
-
-
 def test_mera_formula_by_hand():
     # i = 3: 2/3 * [3, 6] + 1/3 * [0, 3] = [2, 5]
-    prev, vanilla = T([3.0, 6.0]), T([0.0, 3.0])
-    torch.testing.assert_close(mera_running_average(prev, [vanilla], stage_index=3), T([2.0, 5.0]))
-    torch.testing.assert_close(weight_average(prev, [vanilla], [2 / 3, 1 / 3]), T([2.0, 5.0]))
+    prev, vanilla = {"w": T([3.0, 6.0])}, {"w": T([0.0, 3.0])}
+    torch.testing.assert_close(mera_merge_state_dict(prev, vanilla, 3, include=None)["w"], T([2.0, 5.0]))
     # i = 1: the vanilla model itself, exactly
-    assert torch.equal(mera_running_average(prev, [vanilla], stage_index=1), vanilla)
+    assert torch.equal(mera_merge_state_dict(prev, vanilla, 1, include=None)["w"], vanilla["w"])
     # c = 0.25: [3, 6] + 0.25 * ([0, 3] - [3, 6]) = [2.25, 5.25]
-    assert torch.equal(interpolate(prev, [vanilla], coefficient=0.25), T([2.25, 5.25]))
+    assert torch.equal(kernels.interpolate(prev["w"], vanilla["w"], 0.25, key="w"), T([2.25, 5.25]))
+    assert [mera_coefficient(i) for i in range(1, 5)] == [1.0, 0.5, 1 / 3, 0.25]
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="stage_index"):
-            mera_running_average(prev, [vanilla], stage_index=bad)
-    with pytest.raises(ValueError, match="exactly 1"):
-        mera_running_average(prev, [vanilla, vanilla], stage_index=2)
+            mera_merge_state_dict(prev, vanilla, bad, include=None)
 
 
 def test_mera_running_average_is_mean_of_stage_models():
@@ -103,16 +100,10 @@ def test_mera_running_average_is_mean_of_stage_models():
         T([[5.0, 6.0], [7.0, 4.0]]),  # θ₀ + (Δ₁ + Δ₂ + Δ₃) / 3
         T([[4.0, 5.0], [6.0, 7.0]]),  # θ₀ + (Δ₁ + … + Δ₄) / 4
     ]
-    theta = theta0
-    for i, (delta, want) in enumerate(zip(deltas, expected), start=1):
-        vanilla = theta0 + delta
-        theta = mera_running_average(theta, [vanilla], stage_index=i)
-        torch.testing.assert_close(theta, want)
-    # the same through state dicts
     theta_sd = {"w": theta0}
-    for i, delta in enumerate(deltas, start=1):
+    for i, (delta, want) in enumerate(zip(deltas, expected), start=1):
         theta_sd = mera_merge_state_dict(theta_sd, {"w": theta0 + delta}, i, include=None)
-    torch.testing.assert_close(theta_sd["w"], expected[-1])
+        torch.testing.assert_close(theta_sd["w"], want)
 
 
 def test_lora_style_folding_is_mean_of_stage_models():
@@ -125,6 +116,31 @@ def test_lora_style_folding_is_mean_of_stage_models():
         torch.testing.assert_close(theta["w"], torch.stack(vanillas).mean(0))
     # vanilla: [6, 0], [6, 6], [12, 9], [2, 17] → mean [6.5, 8]
     torch.testing.assert_close(theta["w"], T([6.5, 8.0]))
+
+
+def _task_vector(name, base, others, weights=None, scale=1.0, **options):
+    """θ_base + λ · combine(w_k · sparsify(θ_k − θ_base)): the family's merge of plain tensors."""
+    return base + scale * MERGES[name].combine([o - base for o in others], weights, **options)
+
+
+def task_arithmetic(*args, **kwargs):
+    return _task_vector("task_arithmetic", *args, **kwargs)
+
+
+def ties(*args, **kwargs):
+    return _task_vector("ties", *args, **kwargs)
+
+
+def magnitude_prune(*args, **kwargs):
+    return _task_vector("magnitude_prune", *args, **kwargs)
+
+
+def dare_linear(*args, **kwargs):
+    return _task_vector("dare_linear", *args, **kwargs)
+
+
+def dare_ties(*args, **kwargs):
+    return _task_vector("dare_ties", *args, **kwargs)
 
 
 def test_task_arithmetic_by_hand():
@@ -179,21 +195,20 @@ def test_task_vector_methods_match_peft(name):
     weights = T([0.5, 1.0, 2.0])
     kwargs = {} if name == "task_arithmetic" else {"density": 0.4}
     torch.manual_seed(123)  # DARE draws from the global generator
-    ours = get_merge_method(name)(base, others, weights=weights, scale=0.7, **kwargs)
+    ours = _task_vector(name, base, others, weights=weights, scale=0.7, **kwargs)
     torch.manual_seed(123)
     theirs = base + 0.7 * getattr(merge_utils, name)(tau, weights, **kwargs)
     assert torch.equal(ours, theirs)  # peft's own steps in peft's order: bit for bit
     # on task vectors given directly (LoRA's ΔW), `combine` is peft's function itself
     torch.manual_seed(5)
-    ours = get_merge_method(name).combine(tau, weights, **kwargs)
+    ours = MERGES[name].combine(tau, weights, **kwargs)
     torch.manual_seed(5)
     assert torch.equal(ours, getattr(merge_utils, name)(tau, weights, **kwargs))
-    assert MERGE_METHODS["dare_linear"] is dare_linear and MERGE_METHODS["dare_ties"] is dare_ties
 
 
 def test_task_vector_family_is_one_class_with_checked_arguments():
     family = ["task_arithmetic", "magnitude_prune", "ties", "dare_linear", "dare_ties"]
-    assert all(isinstance(get_merge_method(name), TaskVectorMerge) for name in family)
+    assert all(issubclass(MERGES[name], TaskVectorMerge) for name in family)
     base, others = torch.zeros(4), [torch.ones(4)]
     with pytest.raises(ValueError, match="'task_arithmetic' keeps every entry; it takes no density"):
         task_arithmetic(base, others, density=0.5)
@@ -203,6 +218,8 @@ def test_task_vector_family_is_one_class_with_checked_arguments():
         dare_linear(base, others, density=0.5, majority_sign_method="total")
     with pytest.raises(ValueError, match="at least one"):
         ties(base, [], density=0.5)
+    with pytest.raises(ValueError, match=r"methods: 'M': merge: merge method 'ties' needs a density"):
+        build_merge("ties", where="methods: 'M': merge")
 
 
 # ---------------------------------------------------------------- state dicts
@@ -227,7 +244,7 @@ def _mcl_dicts():
 
 def test_merge_state_dicts_merges_only_llm_keys():
     base, vanilla = _mcl_dicts()
-    out = merge_state_dicts(base, [vanilla], "mera", include=LLM_KEY_PATTERN, stage_index=2)
+    out = mera_merge_state_dict(base, vanilla, 2, include=LLM_KEY_PATTERN)
     assert torch.equal(out["model.language_model.w"], T([3.0, 2.0]))  # ([2, 4] + [4, 0]) / 2
     assert torch.equal(out["lm_head.weight"], T([[1.0, 6.0]]))
     assert torch.equal(out["model.connectors.image.w"], T([5.0, 5.0]))  # from the newest model
@@ -235,15 +252,15 @@ def test_merge_state_dicts_merges_only_llm_keys():
     assert torch.equal(out["model.language_model.steps"], T([9]))  # integer buffer: copied
     assert set(out) == set(vanilla)
     # a callable selects the same keys
-    same = merge_state_dicts(base, [vanilla], "mera", include=lambda k: "connectors" not in k, stage_index=2)
+    same = mera_merge_state_dict(base, vanilla, 2, include=lambda k: "connectors" not in k)
     assert all(torch.equal(same[k], out[k]) for k in out)
 
 
 def test_merge_state_dicts_preserves_dtype():
-    # computed in float32: 0.75 * [256, 1] + 0.25 * [260, 3] = [257, 1.5], then cast to bf16
+    # computed in float32: [256, 1] + 0.25 * ([260, 3] - [256, 1]) = [257, 1.5], then cast to bf16
     base = {"model.language_model.w": T([256.0, 1.0], dtype=torch.bfloat16)}
     vanilla = {"model.language_model.w": T([260.0, 3.0], dtype=torch.bfloat16)}
-    out = merge_state_dicts(base, [vanilla], "weight_average", weights=[0.75, 0.25])
+    out = mera_merge_state_dict(base, vanilla, 4)
     assert out["model.language_model.w"].dtype == torch.bfloat16
     assert torch.equal(out["model.language_model.w"], T([257.0, 1.5]).to(torch.bfloat16))
 
@@ -265,41 +282,16 @@ def test_merge_state_dicts_rejects_bad_dicts(edit, match):
     base, vanilla = _mcl_dicts()
     edit(vanilla)
     with pytest.raises(ValueError, match=match):
-        merge_state_dicts(base, [vanilla], "mera", include=LLM_KEY_PATTERN, stage_index=2)
+        mera_merge_state_dict(base, vanilla, 2, include=LLM_KEY_PATTERN)
 
 
 def test_merge_state_dicts_argument_errors():
     base, vanilla = _mcl_dicts()
-    with pytest.raises(ValueError, match="unknown merge method 'average'.*'weight_average'"):
-        merge_state_dicts(base, [vanilla], "average")
     with pytest.raises(ValueError, match="selected no"):
-        merge_state_dicts(base, [vanilla], "mera", include=r"^vision\.", stage_index=2)
-    with pytest.raises(ValueError, match="at least one"):
-        merge_state_dicts(base, [], "mera", stage_index=2)
+        mera_merge_state_dict(base, vanilla, 2, include=r"^vision\.")
     # include=None: every key must match, so the new connector is an extra key
     with pytest.raises(ValueError, match="'model.connectors.audio.w'"):
-        merge_state_dicts(base, [vanilla], "mera", stage_index=2)
-
-
-def test_mera_merge_state_dict_with_schedule():
-    prev, vanilla = {"w": T([0.0, 4.0])}, {"w": T([8.0, 0.0])}
-    merge = mera_merge_state_dict
-    assert torch.equal(merge(prev, vanilla, 4, include=None)["w"], T([2.0, 3.0]))  # prev + (v - prev) / 4
-    out = merge(prev, vanilla, 4, include=None, schedule=MergeSchedule("constant", alpha=0.5))
-    assert torch.equal(out["w"], T([4.0, 2.0]))
-    assert torch.equal(merge(prev, vanilla, 4, include=None, schedule="none")["w"], vanilla["w"])
-    # LoRA: prev + c · ΔW = [0, 4] + 0.5 · [2, -2] = [1, 3]
-    out = merge(
-        prev,
-        vanilla,
-        3,
-        lora_deltas={"w": T([2.0, -2.0])},
-        include=None,
-        schedule=MergeSchedule("constant", alpha=0.5),
-    )
-    assert torch.equal(out["w"], T([1.0, 3.0]))
-    with pytest.raises(ValueError, match="unknown merge schedule 'ema'"):
-        merge(prev, vanilla, 2, schedule="ema")
+        mera_merge_state_dict(base, vanilla, 2, include=None)
 
 
 def test_mera_merge_state_dict_on_mcl_dicts():
@@ -577,9 +569,7 @@ def test_mera_merge_state_dict_is_bitwise_the_pipelines_arithmetic(dtype, stage_
             _frozen_full_merge(previous, vanilla, stage_index),
         )
         _assert_bitwise(
-            mera_merge_state_dict(
-                previous, vanilla, stage_index, lora_deltas=deltas, schedule=MergeSchedule("mera")
-            ),
+            mera_merge_state_dict(previous, vanilla, stage_index, lora_deltas=deltas),
             _frozen_lora_merge(previous, vanilla, deltas, stage_index),
         )
     # The order matters: prev + c · ΔW differs from prev + ΔW / i somewhere in these tensors (so the
@@ -588,27 +578,3 @@ def test_mera_merge_state_dict_is_bitwise_the_pipelines_arithmetic(dtype, stage_
         a = previous["lm_head.weight"].float() + (1 / 3) * deltas["lm_head.weight"]
         b = previous["lm_head.weight"].float() + deltas["lm_head.weight"] / 3
         assert not torch.equal(a, b)
-
-
-# ---------------------------------------------------------------- schedules
-
-
-def test_merge_schedules():
-    mera = MergeSchedule()
-    assert [mera(i) for i in range(1, 5)] == [1.0, 0.5, 1 / 3, 0.25]
-    assert MergeSchedule("constant", alpha=0.3)(7) == 0.3
-    assert MergeSchedule("none")(5) == 1.0
-    schedule = MergeSchedule.from_dict({"name": "constant", "alpha": 0.5})
-    assert schedule.to_dict() == {"name": "constant", "alpha": 0.5}
-    assert schedule == MergeSchedule("constant", alpha=0.5)
-    with pytest.raises(ValueError, match=r"unknown merge schedule 'ema'.*'constant'.*'mera'.*'none'"):
-        MergeSchedule("ema")
-    with pytest.raises(ValueError, match="bad arguments"):
-        MergeSchedule("constant")
-    with pytest.raises(ValueError, match="alpha must be in"):
-        MergeSchedule("constant", alpha=1.5)
-    with pytest.raises(ValueError, match="stage_index"):
-        mera(0)
-    with pytest.raises(ValueError, match="already registered"):
-        register_merge_schedule("mera")(lambda stage_index: 1.0)
-    assert get_merge_schedule("none")(3) == 1.0

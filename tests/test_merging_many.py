@@ -1,4 +1,4 @@
-"""Tests for hf_mera.merging.many: LPM's recursion against a direct least-squares solve, MERA as its
+"""Tests for MAny's merges (hf_mera.merging.lpm, .cpm): LPM's recursion against a direct least-squares solve, MERA as its
 identity-Gram case, the ridge, validation, `input_grams` against XᵀX by hand (and its hooks), CPM's
 weights and mixing against hand computations."""
 
@@ -8,18 +8,15 @@ import pytest
 import torch
 from torch import nn
 
-from hf_mera.merging.many import (
-    LPMState,
-    PrototypeMixedConnector,
-    cpm_mix,
-    cpm_weights,
-    input_grams,
-    lpm_fold,
-    lpm_merge_state_dict,
-    pool,
-    prototype,
-)
-from hf_mera.merging.mera import mera_merge_state_dict, mera_running_average
+from hf_mera.merging.cpm import PrototypeMixedConnector, cpm_mix, cpm_weights, pool, prototype
+from hf_mera.merging.lpm import LPMState, input_grams, lpm_fold, lpm_merge_state_dict
+from hf_mera.merging.mera import mera_merge_state_dict
+
+
+def mera_running_average(previous, others, i):
+    """MERA's 1/i step on one tensor, as the pipeline computes it: θ + (1/i) · (θ_new − θ)."""
+    return previous + (1.0 / i) * (others[0] - previous)
+
 
 T = torch.tensor
 OUT, IN = 3, 5

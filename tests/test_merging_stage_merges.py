@@ -1,4 +1,4 @@
-"""The stage merges a method names in YAML (hf_mera.merging.stage_merges), on hand-made stage histories:
+"""The stage merges a method names in YAML (hf_mera.merging's registry), on hand-made stage histories:
 each against a hand computation or the peft function it reuses, on exact per-stage deltas."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import pytest
 import torch
 from peft.utils import merge_utils
 
+from hf_mera.merging import MERGES, build_merge
 from hf_mera.merging.mera import mera_merge_state_dict
-from hf_mera.merging.stage_merges import STAGE_MERGES, build_stage_merge
 
 KEY = "model.language_model.layers.0.mlp.up_proj.weight"
 EMBED = "model.language_model.embed_tokens.weight"
@@ -22,12 +22,17 @@ class History:
     def __init__(self, starts, vanillas, lora=None, grams=None):
         self.starts, self.vanillas, self.lora, self.gram_values = starts, vanillas, lora, grams
         self.index = len(vanillas)
+        self._loaded = {}
 
     def start(self, k):
         return self.starts[k - 1]
 
     def vanilla(self, k):
-        return self.vanillas[k - 1]
+        # As the checkpoint history: loaded once per merge, and stage i's is the merge's to overwrite
+        # (so the test's own `vanillas` stay as trained).
+        if k not in self._loaded:
+            self._loaded[k] = {key: t.clone() for key, t in self.vanillas[k - 1].items()}
+        return self._loaded[k]
 
     def lora_deltas(self, k):
         return None if self.lora is None else self.lora[k - 1]
@@ -45,7 +50,7 @@ def state(weight, embed_rows, connector):
 def sequential_history(merge_name: str, stages: int = 3, seed: int = 0, **options):
     """Build stages by running the merge itself after each one, as the trainer does."""
     generator = torch.Generator().manual_seed(seed)
-    merge = build_stage_merge({"method": merge_name, **options})
+    merge = build_merge({"method": merge_name, **options})
     theta = state(
         torch.randn(4, 3, generator=generator), torch.randn(5, 2, generator=generator), torch.zeros(2)
     )
@@ -72,14 +77,14 @@ def sequential_history(merge_name: str, stages: int = 3, seed: int = 0, **option
 
 
 def test_registered_merges_are_the_documented_ones():
-    assert set(STAGE_MERGES.names()) >= {
+    assert set(MERGES.names()) >= {
         "none", "mera", "task_arithmetic", "magnitude_prune", "ties", "dare_linear", "dare_ties", "lpm"
     }  # fmt: skip
 
 
 def test_mera_is_the_paper_merge_and_skips_stage_one():
     theta, starts, vanillas, _ = sequential_history("mera")
-    merge = build_stage_merge("mera")
+    merge = build_merge("mera")
     assert merge.skips(1) and not merge.skips(2)
     expected = mera_merge_state_dict(starts[2], vanillas[2], 3)
     assert all(torch.equal(theta[k], expected[k]) for k in expected)
@@ -122,7 +127,7 @@ def test_lora_stages_use_the_exact_stored_product():
     delta = torch.randn(4, 3)
     vanilla = {**start, KEY: start[KEY] + delta + 1e-3}  # the folded weight carries rounding; ΔW does not
     history = History([start], [vanilla], lora=[{KEY: delta}])
-    merged = build_stage_merge({"method": "task_arithmetic", "scale": 0.5})(history)
+    merged = build_merge({"method": "task_arithmetic", "scale": 0.5})(history)
     torch.testing.assert_close(merged[KEY], 0.5 * delta, rtol=0, atol=0)
     assert torch.equal(merged[EMBED], start[EMBED])  # no LoRA on it: τ = 0
 
@@ -139,9 +144,7 @@ def test_lpm_with_identity_grams_is_mera_and_other_grams_weigh_the_stages():
     v1 = {**start, KEY: d1}
     s2 = dict(v1)
     v2 = {**s2, KEY: d1 + d2}
-    merged = build_stage_merge({"method": "lpm", "ridge": 0.0})(
-        History([start, s2], [v1, v2], grams=[g1, g2])
-    )
+    merged = build_merge({"method": "lpm", "ridge": 0.0})(History([start, s2], [v1, v2], grams=[g1, g2]))
     # Column 0 only stage 1 saw: its ΔW₁ = d1; columns 1, 2 only stage 2 saw: ΔW₁ + d2.
     torch.testing.assert_close(merged[KEY][:, 0], d1[:, 0], rtol=0, atol=1e-5)
     torch.testing.assert_close(merged[KEY][:, 1:], (d1 + d2)[:, 1:], rtol=0, atol=1e-5)
@@ -161,7 +164,7 @@ def test_lpm_with_identity_grams_is_mera_and_other_grams_weigh_the_stages():
 )
 def test_bad_merge_specs_name_the_field(spec, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
-        build_stage_merge(spec, where="methods: 'X': merge")
+        build_merge(spec, where="methods: 'X': merge")
 
 
 def test_a_curriculum_with_a_bad_merge_fails_when_read():

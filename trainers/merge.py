@@ -1,14 +1,19 @@
 """The merge step of a stage (paper section 4.1, and the merges a method may name instead): θᵢ from
-the stages so far, on the LLM only (`hf_mera.merging.stage_merges`).
+the stages so far, on the LLM only (`hf_mera.merging`), streamed from and to the checkpoints' files.
 
 - `StageUpdate` pairs a stage's instruction-tuning start and result checkpoints;
-- `CheckpointHistory` is what a stage merge reads, loaded lazily from those checkpoints (and, for
-  LPM, each stage's input Grams, computed on its own model and data);
-- `merge_phase` runs the method's merge as a stored phase (skipped where it would return θᵢ,vanilla).
+- `CheckpointHistory` is what a stage merge reads: the checkpoints' safetensors files, memory-mapped and
+  read one tensor at a time (`hf_mera.merging.streaming`), and for LPM each stage's input Grams,
+  computed on its own model and data;
+- `merge_phase` runs the method's merge as a stored phase (skipped where it would return θᵢ,vanilla),
+  writing θᵢ's tensors into the phase's folder as the merge yields them: peak memory is a few tensors,
+  not two models (bench/bench_merge_memory.py).
 """
 
 from __future__ import annotations
 
+import logging
+import shutil
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING
@@ -17,6 +22,8 @@ if TYPE_CHECKING:
     from hf_mera.continual.plugins import StageContext
 
     from .checkpoints import Checkpoint
+
+logger = logging.getLogger(__name__)
 
 LORA_DELTAS_FILE = "lora_deltas.safetensors"
 
@@ -31,28 +38,29 @@ class StageUpdate:
 
 
 class CheckpointHistory:
-    """`hf_mera.merging.stage_merges.StageHistory` over a method's checkpoints (stages 1 … `index`)."""
+    """`hf_mera.merging.StageHistory` over a method's checkpoints (stages 1 … `index`), lazily: each
+    state dict is a `SafetensorsStateDict` over the checkpoint's files, in the model's key order (so a
+    merge draws its random masks in the order the in-memory model's state dict has)."""
 
-    def __init__(self, method, updates: list[StageUpdate], loaded: dict | None = None):
-        """`loaded`: (model, processor) already in memory by checkpoint key (the merge phase's own
-        θᵢ,vanilla), so no checkpoint is read twice."""
+    def __init__(self, method, updates: list[StageUpdate]):
         self.method, self.updates, self.index = method, updates, len(updates)
-        self._loaded = dict(loaded or {})
-        self.start = cache(lambda k: self._load(self.updates[k - 1].start)[0].state_dict())
-        self.vanilla = cache(lambda k: self._load(self.updates[k - 1].vanilla)[0].state_dict())
+        order, aliases = model_keys(updates[-1].vanilla.path)
+        self.start = cache(lambda k: self._lazy(self.updates[k - 1].start, order, aliases))
+        self.vanilla = cache(lambda k: self._lazy(self.updates[k - 1].vanilla, order, aliases))
 
-    def _load(self, checkpoint: Checkpoint):
-        if checkpoint.key not in self._loaded:
-            self._loaded[checkpoint.key] = self.method.ws.load(checkpoint)
-        return self._loaded[checkpoint.key]
+    @staticmethod
+    def _lazy(checkpoint: Checkpoint, order, aliases):
+        from hf_mera.merging.streaming import SafetensorsStateDict
+
+        return SafetensorsStateDict(checkpoint.path, order=order, aliases=aliases)
 
     def lora_deltas(self, k: int):
         path = self.updates[k - 1].vanilla.path / LORA_DELTAS_FILE
         if not path.is_file():
             return None
-        from safetensors.torch import load_file
+        from hf_mera.merging.streaming import SafetensorsStateDict
 
-        return load_file(str(path))
+        return SafetensorsStateDict(path)
 
     def grams(self, k: int, weight_names, samples: int, normalize: bool):
         """Gₖ on `samples` rows of Dₖ (seeded by the run and stage), one row per forward so that
@@ -61,7 +69,7 @@ class CheckpointHistory:
         from hf_mera.merging.lpm import input_grams
 
         ws, update = self.method.ws, self.updates[k - 1]
-        model, processor = self._load(update.vanilla)
+        model, processor = ws.load(update.vanilla)  # dropped once its Grams are taken
         ws.features.ensure(model, processor, update.modality)
         rows = ws.data.train(update.modality)
         count = min(samples, len(rows))
@@ -84,7 +92,7 @@ def merge_phase(method, stage: StageContext, updates: list[StageUpdate]) -> Chec
             "stage": stage.index,
             "stages": [[u.start.key, u.vanilla.key] for u in updates],
         }
-    else:  # MERA reads θᵢ₋₁ only (the description its checkpoints always had)
+    else:  # MERA reads θᵢ₋₁ only (the description its checkpoints always had: "schedule" is its name)
         description = {
             "phase": "merge",
             "schedule": merge.name,
@@ -92,12 +100,40 @@ def merge_phase(method, stage: StageContext, updates: list[StageUpdate]) -> Chec
             "previous": updates[-1].start.key,
         }
 
-    def build(model, processor, tmp):
-        history = CheckpointHistory(method, updates, loaded={vanilla.key: (model, processor)})
-        model.load_state_dict(merge(history))
-        return model, processor
+    def write(tmp):
+        from hf_mera.merging.streaming import write_merged
 
-    return method.phase(f"merge-{stage.modality}", vanilla, description, build)
+        history = CheckpointHistory(method, updates)
+        write_merged(merge.tensors(history), history.vanilla(stage.index), tmp)
+        # Everything else of the checkpoint (config, processor) is θᵢ,vanilla's.
+        for path in vanilla.path.iterdir():
+            if path.is_file() and not (tmp / path.name).exists() and path.name not in _NOT_COPIED:
+                shutil.copyfile(path, tmp / path.name)
+
+    return method.track(method.ws.run_file_phase(f"merge-{stage.modality}", vanilla, description, write))
 
 
-__all__ = ["CheckpointHistory", "LORA_DELTAS_FILE", "StageUpdate", "merge_phase"]
+# Not part of a merged checkpoint: the phase marker (the store writes its own) and stage i's ΔW.
+_NOT_COPIED = {"phase.json", LORA_DELTAS_FILE}
+
+
+def model_keys(checkpoint_path) -> tuple[list[str], dict[str, str]]:
+    """The model's state-dict keys in order, and its tied keys → the key stored in the files, from a
+    model built on the meta device from the checkpoint's config (no weight is read)."""
+    import torch
+
+    from hf_mera import AnyModalityLlava, AnyModalityLlavaConfig
+
+    config = AnyModalityLlavaConfig.from_pretrained(checkpoint_path)
+    # fork_rng: building the model must not move the global generator DARE draws its masks from.
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        model = AnyModalityLlava(config)
+    first: dict[int, str] = {}
+    aliases: dict[str, str] = {}
+    for name, tensor in model.named_parameters(remove_duplicate=False):
+        aliases.update({name: first[id(tensor)]} if id(tensor) in first else {})
+        first.setdefault(id(tensor), name)
+    return list(model.state_dict().keys()), aliases
+
+
+__all__ = ["CheckpointHistory", "LORA_DELTAS_FILE", "StageUpdate", "merge_phase", "model_keys"]

@@ -36,7 +36,7 @@ class MergeAndRealignTrainer(StagePublisher):
     """MERA over a curriculum; `merge_method` and `realign` switch its two steps.
 
     Class attributes a method sets (a method's YAML entry may override the first two):
-        merge_method: the stage merge (`hf_mera.merging.stage_merges`: "mera", 1/i; "none": no merge;
+        merge_method: the stage merge (`hf_mera.merging`: "mera", 1/i; "none": no merge;
             "ties", "lpm" ...), a name or {method: <name>, <options>}.
         realign: realign the seen connectors after the merge.
         reference: the stage scores are the run's S_sup (the individually trained experts).
@@ -58,13 +58,9 @@ class MergeAndRealignTrainer(StagePublisher):
         self.ws = workspace
         self.run = workspace.run
         self.method = method
-        if method.merge is not None:
-            self.merge_method = method.merge
         if method.realign is not None:
             self.realign = method.realign
-        from hf_mera.merging.stage_merges import build_stage_merge
-
-        self.stage_merge = build_stage_merge(self.merge_method, where=f"methods: {method.name!r}: merge")
+        self.stage_merge = method.stage_merge(self.merge_method)  # the YAML's `merge:`, else the class's
         self.updates: list[StageUpdate] = []  # stages 1 … i of the current curriculum, for the merge
         from hf_mera.continual.plugins import build_plugin
 

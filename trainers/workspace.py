@@ -94,6 +94,31 @@ class Workspace:
         `build(model, processor, tmp_dir)` (model/processor loaded from `parent`, or None for the
         root) returns the new `(model, processor)`; it may write extra files into `tmp_dir`.
         """
+
+        def produce(tmp, loaded):
+            return build(*loaded, tmp)
+
+        def publish(tmp, result):
+            if self.is_main:
+                model, processor = result
+                model.save_pretrained(tmp)
+                processor.save_pretrained(tmp)
+
+        load = (lambda: self.load(parent)) if parent else (lambda: (None, None))
+        return self._phase(name, parent, description, produce, publish, load)
+
+    def run_file_phase(self, name: str, parent: Checkpoint, description: dict[str, Any], write) -> Checkpoint:
+        """`run_phase` for a phase that writes its checkpoint's files itself (`write(tmp)`, on the main
+        process) instead of returning a model (the streamed merge): same key, seed, store, timing,
+        fault points and clean-up."""
+
+        def produce(tmp, _loaded):
+            if self.is_main:
+                write(tmp)
+
+        return self._phase(name, parent, description, produce, None, lambda: None)
+
+    def _phase(self, name, parent, description, produce, publish, load) -> Checkpoint:
         key = phase_key(parent.key if parent else "root", description)
         done = self.store.find(name, key)
         if done is not None:
@@ -101,11 +126,11 @@ class Workspace:
             return done
         logger.info("phase %s (%s): running", name, key)
         with self.clock.phase(description.get("phase", name)):
-            return self._run_phase(name, key, parent, description, build)
+            return self._run_phase(name, key, parent, description, produce, publish, load)
 
-    def _run_phase(self, name, key, parent, description, build) -> Checkpoint:
+    def _run_phase(self, name, key, parent, description, produce, publish, load) -> Checkpoint:
         set_seed(derive_seed(self.run.seed, key))
-        model, processor = self.load(parent) if parent else (None, None)
+        loaded = load()
         tmp = self.store.begin(name, key)
         self.barrier()
         from hf_mera.evaluation import measure
@@ -115,10 +140,9 @@ class Workspace:
         fault_point(kind, "begin")
         try:
             with measure() as cost, phase_scope(kind):
-                model, processor = build(model, processor, tmp)
-            if self.is_main:
-                model.save_pretrained(tmp)
-                processor.save_pretrained(tmp)
+                result = produce(tmp, loaded)
+            if publish is not None:
+                publish(tmp, result)
             fault_point(kind, "saved")
             self.barrier()
             checkpoint = self.store.commit(name, key, tmp, description, parent, cost=vars(cost))

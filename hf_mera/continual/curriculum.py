@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from hf_mera.merging import StageMerge, build_merge, merge_help
+
 from .phase_settings import (
     ConnectorPretrainSettings,
     InstructionTuningSettings,
@@ -233,11 +235,7 @@ class MethodConfig:
     )
     merge: str | dict[str, Any] | None = field(
         default=None,
-        metadata={
-            "help": "Stage merge override: 'mera' (1/i), 'none', 'task_arithmetic', 'ties', 'dare_ties', "
-            "'dare_linear', 'magnitude_prune', 'lpm', or {method: <name>, <options>} "
-            "(hf_mera.merging.stage_merges)."
-        },
+        metadata={"help": merge_help()},  # every registered merge with its options (hf_mera.merging)
     )
     realign: bool | None = field(
         default=None, metadata={"help": "Realign connectors after each stage (override)."}
@@ -274,10 +272,17 @@ class MethodConfig:
             _check_kwargs(
                 plugins.get(spec["name"], where=f"{where}.name"), options, where, f"plugin {spec['name']!r}"
             )
-        if self.merge is not None:  # a misnamed merge or option fails when the YAML is read
-            from hf_mera.merging.stage_merges import build_stage_merge
+        # Built once, here: a misnamed merge or option fails when the YAML is read, and the trainer
+        # uses this object (`stage_merge`). Not a field, so the config still dumps as plain YAML.
+        self._merge = None if self.merge is None else build_merge(self.merge, where=self._merge_where)
 
-            build_stage_merge(self.merge, where=f"methods: {self.name!r}: merge")
+    @property
+    def _merge_where(self) -> str:
+        return f"methods: {self.name!r}: merge"
+
+    def stage_merge(self, default: str | dict[str, Any]) -> StageMerge:
+        """The merge this method runs: the YAML's `merge:`, else the method class's `default`."""
+        return self._merge if self._merge is not None else build_merge(default, where=self._merge_where)
 
 
 @dataclass

@@ -1,61 +1,48 @@
-"""Model merging for modality-incremental continual learning.
+"""Model merging for modality-incremental continual learning: the merges a curriculum names (`merge:`).
 
-- `mera.py`: MERA's merge θᵢ = θᵢ₋₁ + c(i) · (θᵢ,vanilla − θᵢ₋₁), c(i) = 1/i, full and exact-LoRA
-  (θᵢ₋₁ + c · B·A·scaling), through one entry point, `mera_merge_state_dict`; also the "mera" schedule
-  and the tensor merges "mera" and "interpolate".
-- `methods/`: the other merges in a registry (`MERGE_METHODS`, `register_merge_method`,
-  `get_merge_method`): "weight_average" and the task-vector family (`TaskVectorMerge`):
-  "task_arithmetic", "magnitude_prune", "ties", "dare_linear", "dare_ties".
-- `state_dict.py`: `merge_state_dicts`, one registered method over whole state dicts on the keys
-  `include` selects (MERA: `LLM_KEY_PATTERN`).
-- `lora.py`: ΔW = B·A·scaling from a PeftModel (`lora_delta_weights`), peft key names → plain ones.
-- `schedule.py`: `MergeSchedule`, the coefficient c per stage ("mera" 1/i, "constant", "none").
+- `base.py`: the registry `MERGES` (`register_merge`, `build_merge`, `merge_help`), the `StageMerge`
+  base class, what a merge reads (`StageHistory`) and "none".
+- `mera.py`: MERA's merge θᵢ = θᵢ₋₁ + (θᵢ,vanilla − θᵢ₋₁)/i, full and exact LoRA ("mera").
+- `task_vector.py`: the task-vector family as one parameterised class ("task_arithmetic",
+  "magnitude_prune", "ties", "dare_linear", "dare_ties"), on peft's `merge_utils`.
+- `lpm.py`: MAny's LPM as recursive least squares ("lpm"); `cpm.py`: MAny's CPM connector mixing.
+- `kernels.py`: the tensor arithmetic every merge ends in.
+- `lora.py`: ΔW = B·A·scaling from a PeftModel, peft key names → plain ones.
 
+A new merge is one file here with one `@register_merge("<name>")` class (its options, help text and
+validation live on it): importing this package imports every module in it, so nothing else changes.
 Importing this package does not import peft; the functions that need it import it when called.
 """
 
+import importlib
+import pkgutil
+
+from .base import LLM_KEY_PATTERN, MERGES, StageHistory, StageMerge, build_merge, merge_help, register_merge
 from .lora import (
     PEFT_MODEL_PREFIX,
     lora_delta_weights,
     peft_key_to_model_key,
     peft_state_dict_to_model_state_dict,
 )
-from .mera import interpolate, mera_coefficient, mera_merge_state_dict, mera_running_average
-from .methods.base import MERGE_METHODS, get_merge_method, merge, register_merge_method
-from .methods.dare import dare_linear, dare_ties
-from .methods.magnitude_prune import magnitude_prune
-from .methods.task_arithmetic import task_arithmetic
-from .methods.task_vector import TaskVectorMerge
-from .methods.ties import ties
-from .methods.weight_average import weight_average
-from .schedule import MERGE_SCHEDULES, MergeSchedule, get_merge_schedule, register_merge_schedule
-from .state_dict import LLM_KEY_PATTERN, key_selector, merge_state_dicts
+from .mera import mera_coefficient, mera_merge_state_dict, mera_tensors
+
+# Every module registers its merges when imported: a new merge file needs no edit here.
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "LLM_KEY_PATTERN",
-    "MERGE_METHODS",
-    "MERGE_SCHEDULES",
+    "MERGES",
     "PEFT_MODEL_PREFIX",
-    "MergeSchedule",
-    "TaskVectorMerge",
-    "dare_linear",
-    "dare_ties",
-    "get_merge_method",
-    "get_merge_schedule",
-    "interpolate",
-    "key_selector",
+    "StageHistory",
+    "StageMerge",
+    "build_merge",
     "lora_delta_weights",
-    "magnitude_prune",
-    "merge",
-    "merge_state_dicts",
+    "merge_help",
     "mera_coefficient",
     "mera_merge_state_dict",
-    "mera_running_average",
+    "mera_tensors",
     "peft_key_to_model_key",
     "peft_state_dict_to_model_state_dict",
-    "register_merge_method",
-    "register_merge_schedule",
-    "task_arithmetic",
-    "ties",
-    "weight_average",
+    "register_merge",
 ]

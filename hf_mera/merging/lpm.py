@@ -1,4 +1,4 @@
-"""LPM, MAny's Low-rank Parameter Merging, as recursive least squares: OUR derivation (see `many.py`).
+"""LPM, MAny's Low-rank Parameter Merging, as recursive least squares: OUR derivation (see the end).
 
 One linear layer y = W x, W ∈ R^{out×in}, base weight W₀ (θ₀). Stage k's model has W₀ + ΔW_k (for LoRA
 exactly B_k·A_k·scaling, `lora.lora_delta_weights`); X_k ∈ R^{N_k×in} stacks the layer's inputs on stage
@@ -27,7 +27,7 @@ MERA is the special case G_k = I for every k: G̃_k = (1 + ridge) I, S_n = n (1 
 
     ΔW_n = ΔW_{n−1} + (ΔW_n^stage − ΔW_{n−1}) / n,
 
-MERA's 1/i running average (`mera.mera_running_average`), for any ridge. (G_k = c_k I gives the c_k-weighted
+MERA's 1/i running average, for any ridge. (G_k = c_k I gives the c_k-weighted
 mean: a Gram sums over tokens, so `input_grams(normalize=True)`, XᵀX / N, weighs every stage the same.)
 
 Ridge. ε_k = ridge · mean(diag G_k), added to each stage's own Gram, pulls ΔW toward that stage's ΔW_k (not
@@ -46,19 +46,37 @@ Symbols → arguments (`LPMState.update`, `lpm_merge_state_dict`):
     S_n         LPMState.gram        Σ_k G̃_k (in × in)
     ΔW_n        LPMState.delta       the merged delta; the merged weight is W₀ + ΔW_n (`lpm_fold`)
     n           LPMState.count       stages merged so far
+
+MAny (Gao et al., "MAny: Merge Anything for Multimodal Continual Instruction Tuning"): LPM and CPM
+(`cpm.py`). MAny has no public code and only its abstract was available to us. The abstract says: LPM "recursively
+merg[es] low-rank weight matrices", "leveraging recursive least squares" for "a closed-form solution";
+CPM "adaptively merg[es] cross-modal visual representations via visual-prototype guidance"; both are
+training-free CPU algebra. Everything in `lpm.py` and `cpm.py` is therefore OUR derivation of those
+sentences, not the paper's equations; the assumptions are listed at the end.
+
+Assumptions (ours, none confirmed by the paper):
+1. LPM's objective is RegMean's layer-output least squares over the stages so far, and "recursive least
+   squares" is the exact recursion in `lpm.py`; ΔW is merged as the full product B·A·scaling (as MERA's exact
+   LoRA path does), so the merge is in general not of rank r. Whether MAny re-factorises it is unknown.
+2. G_k is taken on stage k's own model (θ₀ + ΔW_k) with stage k's data, i.e. the inputs that stage's
+   outputs were produced from; `input_grams` computes it for whichever model it is given.
+3. The ridge is per stage and toward the stage's own delta (our choice; see `lpm.py`).
+4. CPM mixes connector outputs per sample (for a linear connector this equals mixing its parameters with
+   the same weights, since Σ_k w_k = 1); pooling is the mean over tokens; prototypes are means of
+   L2-normalised pooled features; the similarity is cosine and the weights a softmax with temperature τ.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from .base import StageHistory, StageMerge, fold, llm_keys, register_merge, stage_update, writable_keys
 from .lora import peft_key_to_model_key
-from .mera import mera_running_average
 
 StateDict = Mapping[str, torch.Tensor]
 DeltasFrom = Literal["base", "merged"]
@@ -111,7 +129,7 @@ class LPMState:
         Args:
             delta: stage n's delta, [out, in] when `gram` is given (any shape for the fallback).
             gram: G_n = X_nᵀX_n, [in, in], symmetric positive semi-definite. None: MERA's 1/n average
-                (`mera_running_average`), for weights without a Gram (biases, layers not hooked); a
+                for weights without a Gram (biases, layers not hooked); a
                 weight must use the same path at every stage.
             ridge: ε_n / mean(diag G_n), >= 0 (see the module docstring).
             deltas_from: "base": `delta` is θ_n,vanilla − θ₀; "merged": `delta` was trained on top of
@@ -153,7 +171,8 @@ class LPMState:
                 stage = previous + stage
         count = self.count + 1
         if gram is None:
-            merged = stage.clone() if previous is None else mera_running_average(previous, [stage], count)
+            # MERA's 1/n running average, in the storage dtype: ΔW_{n−1} + (ΔW_n^stage − ΔW_{n−1}) / n.
+            merged = stage.clone() if previous is None else previous + (1.0 / count) * (stage - previous)
             return LPMState(delta=merged, gram=None, count=count)
 
         g_tilde = _regularised_gram(gram, stage, ridge, key).to(dtype)
@@ -396,4 +415,57 @@ def input_grams(
     return {key: (grams[key] / tokens[key] if normalize else grams[key]).cpu() for key in layers}
 
 
-__all__ = ["DEFAULT_RIDGE", "LPMState", "input_grams", "lpm_fold", "lpm_merge_state_dict"]
+@register_merge("lpm")
+class LPMMerge(StageMerge):
+    """MAny's Low-rank Parameter Merging over the stages: per linear, ΔWᵢ minimises
+    Σₖ ||Xₖ(ΔWₖ,stage − ΔW)ᵀ||² (+ ridge), recursively; weights without a Gram (embeddings, norms)
+    take MERA's 1/i average. Since every stage of our curriculum trains on top of the previous merge,
+    it runs with `deltas_from="merged"` (its identity-Gram case is MERA).
+
+    Options: `ridge` (ε / mean(diag G), default 1e-3), `gram_samples` (rows of Dₖ its input Grams Gₖ are
+    taken on, through θₖ,vanilla), `normalize` (Gₖ = XᵀX / N, so that each stage weighs the same).
+    """
+
+    help = "θ₀ + ΔWᵢ, MAny's recursive least-squares merge on each layer's input Grams (ours, `lpm.py`)"
+
+    def __init__(self, ridge: float | None = None, gram_samples: int = 64, normalize: bool = True):
+        if isinstance(gram_samples, bool) or not isinstance(gram_samples, int) or gram_samples < 1:
+            raise ValueError(f"gram_samples must be a positive int, got {gram_samples!r}.")
+        self.ridge = DEFAULT_RIDGE if ridge is None else _check_ridge(ridge)
+        self.gram_samples, self.normalize = gram_samples, bool(normalize)
+
+    def options(self) -> dict[str, Any]:
+        return {"ridge": self.ridge, "gram_samples": self.gram_samples, "normalize": self.normalize}
+
+    def skips(self, index: int) -> bool:
+        return index == 1  # ΔW₁ = τ₁ whatever G₁: θ₁ = θ₁,vanilla
+
+    def tensors(self, history: StageHistory) -> Iterator[tuple[str, torch.Tensor]]:
+        i = history.index
+        start, vanilla = history.start(1), history.vanilla(i)
+        theta0 = llm_keys(start)
+        linear = [k for k in theta0 if k.endswith(".weight") and _dim(start, k) == 2 and "embed" not in k]
+        # The Grams are small (in × in per linear); the weights are then read one key at a time.
+        grams = [history.grams(k, linear, self.gram_samples, self.normalize) for k in range(1, i + 1)]
+        theta0, writable = set(theta0), writable_keys(vanilla)
+        for key, tensor in vanilla.items():
+            if key not in theta0:
+                yield key, tensor
+                continue
+            base = start[key]
+            state = LPMState()
+            for k in range(1, i + 1):
+                # Gₖ is over the layer's full input; θ₀'s block of an output-growing weight keeps it.
+                update = stage_update(history, k, key, base.shape)
+                state = state.update(
+                    update, grams[k - 1].get(key), ridge=self.ridge, deltas_from="merged", key=key
+                )
+            yield key, fold(base, state.delta, 1.0, tensor, writable(key), key)
+
+
+def _dim(state: StateDict, key: str) -> int:
+    shape = getattr(state, "shape_of", None)
+    return len(shape(key)) if shape is not None else state[key].dim()
+
+
+__all__ = ["DEFAULT_RIDGE", "LPMMerge", "LPMState", "input_grams", "lpm_fold", "lpm_merge_state_dict"]
