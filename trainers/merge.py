@@ -12,7 +12,6 @@ the stages so far, on the LLM only (`hf_mera.merging`), streamed from and to the
 
 from __future__ import annotations
 
-import logging
 import shutil
 from dataclasses import dataclass
 from functools import cache
@@ -23,7 +22,6 @@ if TYPE_CHECKING:
 
     from .checkpoints import Checkpoint
 
-logger = logging.getLogger(__name__)
 
 LORA_DELTAS_FILE = "lora_deltas.safetensors"
 
