@@ -29,6 +29,8 @@ def source(request, tmp_path_factory):
     folder = build_tiny_llava(tmp_path_factory.mktemp(f"llava-{request.param}"), request.param)
     llava = LlavaForConditionalGeneration.from_pretrained(folder).eval()
     llava_processor = AutoProcessor.from_pretrained(folder)
+    # Batched generation pads on the left (llava-hf's processors do; ours always does).
+    llava_processor.tokenizer.padding_side = "left"
     model, processor = AnyModalityLlava.from_llava(folder)
     return folder, llava, llava_processor, model, processor
 

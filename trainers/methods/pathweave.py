@@ -48,14 +48,17 @@ class PathWeave(MergeAndRealignTrainer):
     merge_method = "none"
     realign = False
     summary = (
-        "Adapter-in-Adapter modules in the LLM's attention projections (rank = `lora_r`): the new "
-        "modality's adapter, every in-adapter and a fresh gate; all kept at test time"
+        "stage 1: the fine-tuned expert (as PathWeave starts from an image-tuned model; MERA Tables "
+        "11–12); from stage 2, Adapter-in-Adapter modules in the frozen LLM's attention projections "
+        "(rank = `lora_r`): the new modality's adapter, every in-adapter and a fresh gate; all kept at "
+        "test time (MERA C.3; the original removes later modules for former modalities)"
     )
     description = (
-        "PathWeave: Adapter-in-Adapter modules in the LLM's attention projections. Each stage adds the "
-        "new modality's adapter and trains it with the earlier adapters' in-adapters and a fresh gate "
-        "(the LLM and the earlier adapters frozen); every module is kept at test time, with no merge "
-        "and no realignment."
+        "PathWeave: stage 1 is the fine-tuned expert of the first modality; from stage 2 on, "
+        "Adapter-in-Adapter modules in the LLM's attention projections. Each later stage adds the new "
+        "modality's adapter and trains it with the earlier adapters' in-adapters and a fresh gate (the "
+        "LLM and the earlier adapters frozen); every module is kept at test time, with no merge and no "
+        "realignment."
     )
     paper = {
         "title": "LLMs Can Evolve Continually on Modality for X-Modal Reasoning",
