@@ -107,7 +107,7 @@ class BackboneConfig:
     num_heads: int = field(default=4, metadata={"help": "tiny_llama: attention heads.", "ge": 1})
     text_pretrain_steps: int = field(
         default=300,
-        metadata={"help": "tiny_llama: steps of plain LM training on the benchmark's sentences.", "ge": 0},
+        metadata={"help": "tiny_llama: steps of plain LM training on the train split's sentences.", "ge": 0},
     )
     text_pretrain_learning_rate: float = field(
         default=3e-3, metadata={"help": "tiny_llama: LM learning rate.", "gt": 0}
