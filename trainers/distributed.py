@@ -14,7 +14,8 @@ On a machine without GPUs accelerate 1.15 runs neither engine by itself, so this
   (torch's `fully_shard`) on CPU as on GPUs;
 - `deepspeed_on_cpu_state`: a DeepSpeed launch finds no process-group backend without a GPU-like
   device; naming gloo lets DeepSpeed's CPU accelerator run.
-`without_zero3` keeps ZeRO-3's process-wide settings away from work one process does alone.
+`without_zero3` keeps ZeRO-3's process-wide settings away from work one process does alone, and
+`run_absent_modalities` keeps ZeRO-3's per-module all-gathers in step on batches of mixed modalities.
 `tests/test_sharded.py` compares both engines with a one-process run.
 """
 
