@@ -115,9 +115,10 @@ def test_deepspeed_zero3_two_processes_match_one(data_root, reference, tmp_path)
     )
     assert "2 process(es), DistributedType.DEEPSPEED, this is process 1" in out
     assert_gathered(out, {"ConnectorPretrainTrainer", "InstructionTuningTrainer", "RealignTrainer"})
-    assert (
-        "RealignTrainer: ZeRO-3: every step runs the modules of image, audio (a zero item on the features"
-        in out
+    # Realignment's rows mix both modalities: every process runs both connectors on every step
+    # (without it this run aborts: "Received data size doesn't match expected size").
+    assert re.search(
+        r"RealignTrainer: ZeRO-3: every step runs the modules of (audio, image|image, audio) \(", out
     )
     phases, extra_files = compare_runs(reference, sharded)
     assert {"pretrain-audio", "it-image", "it-audio", "merge-audio", "realign-audio"} <= phases
