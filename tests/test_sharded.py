@@ -3,8 +3,8 @@
 - FSDP2: 2 processes of torch's `fully_shard` over gloo, through accelerate's FSDP plugin
   (`hf_mera/configs/accelerate/cpu-fsdp-2.yaml`);
 - DeepSpeed ZeRO-3: 2 processes on DeepSpeed's CPU accelerator over gloo
-  (`cpu-deepspeed-zero3-2.yaml`; skipped when deepspeed is not installed), on the phases whose
-  batches hold one modality (see its test).
+  (`cpu-deepspeed-zero3-2.yaml`; skipped when deepspeed is not installed), with Replay and
+  realignment (batches of mixed modalities).
 
 The curriculum (image → audio, LoRA, a few steps) covers every phase: connector pre-training, LoRA
 instruction tuning with EWC (penalty during training, Fisher after it) and Replay, LPM's merge (its
@@ -27,7 +27,9 @@ from helpers import REPO, load_state, nested_close, scores_of, start_cli, tiny_o
 pytestmark = pytest.mark.slow
 
 EWC = "{name: EWC+Replay+LPM, type: ewc, merge: lpm, realign: true, plugins: [{name: replay, ratio: 0.1}]}"
-MERGE = "{name: LPM merge, type: mera, merge: lpm, realign: false}"
+# Replay's image rows among audio's and realignment's mixed rows: under ZeRO-3 some process's batch
+# lacks a modality (the all-gathers must still match, `run_absent_modalities`).
+MERGE = "{name: Replay+LPM+realign, type: mera, merge: lpm, realign: true, plugins: [{name: replay, ratio: 0.25}]}"
 PATHWEAVE = "{name: PathWeave, type: pathweave}"
 # Float summation order differs (threads, all-gather / reduce-scatter instead of one process's
 # sums); over a few Adam steps that stays below this (measured: at most 2.1e-6 here).
@@ -102,19 +104,24 @@ def test_fsdp_two_processes_match_one(data_root, reference, tmp_path):
 
 
 def test_deepspeed_zero3_two_processes_match_one(data_root, reference, tmp_path):
-    """ZeRO-3 on the phases whose batches use the same modules on every process: connector
-    pre-training, LoRA instruction tuning, LPM's merge of the gathered checkpoints, PathWeave. (Replay
-    and realignment mix modalities in a batch: a process whose batch lacks one skips its connector,
-    and ZeRO-3's per-module all-gathers then mismatch; docs/sharding.md.)"""
+    """ZeRO-3: connector pre-training, LoRA instruction tuning with Replay, LPM's merge of the
+    gathered checkpoints, realignment, PathWeave. Replay and realignment mix modalities in a batch, so
+    a process's batch of 4 often lacks one; every process still runs every connector
+    (`run_absent_modalities`), else ZeRO-3's per-module all-gathers stop matching (gloo aborts)."""
     pytest.importorskip("deepspeed")
     sharded = tmp_path / "zero3"
     out = run(
         overrides(data_root, sharded, 4, [MERGE, PATHWEAVE]), launcher=launch("cpu-deepspeed-zero3-2.yaml")
     )
     assert "2 process(es), DistributedType.DEEPSPEED, this is process 1" in out
-    assert_gathered(out, {"ConnectorPretrainTrainer", "InstructionTuningTrainer"})
+    assert_gathered(out, {"ConnectorPretrainTrainer", "InstructionTuningTrainer", "RealignTrainer"})
+    # Realignment's rows mix both modalities: every process runs both connectors on every step
+    # (without it this run aborts: "Received data size doesn't match expected size").
+    assert re.search(
+        r"RealignTrainer: ZeRO-3: every step runs the modules of (audio, image|image, audio) \(", out
+    )
     phases, extra_files = compare_runs(reference, sharded)
-    assert {"pretrain-audio", "it-image", "it-audio", "merge-audio"} <= phases
+    assert {"pretrain-audio", "it-image", "it-audio", "merge-audio", "realign-audio"} <= phases
     assert extra_files == {"lora_deltas.safetensors"}
 
 

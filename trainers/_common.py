@@ -163,10 +163,15 @@ class MultimodalSFTTrainer(SFTTrainer):
         # Here, not in __init__: subclasses (and peft) decide what trains after this class's __init__,
         # and the optimizer collects the parameters only now.
         upcast_trainable(self.model)
-        from .distributed import gather_trained_model, is_sharded, skeleton_factory
+        from .distributed import gather_trained_model, is_sharded, run_absent_modalities, skeleton_factory
 
         skeleton = skeleton_factory(self.model)  # before the model is sharded: its class and config
-        result = super().train(*args, **kwargs)
+        backbone = run_absent_modalities(self)
+        try:
+            result = super().train(*args, **kwargs)
+        finally:
+            if backbone is not None:
+                backbone.run_absent_modalities(None)
         if is_sharded(self):
             # Everything after training (saving, LoRA's ΔW, EWC's Fisher) needs whole tensors.
             self.model = self.model_wrapped = gather_trained_model(self, skeleton)

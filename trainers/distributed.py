@@ -14,7 +14,8 @@ On a machine without GPUs accelerate 1.15 runs neither engine by itself, so this
   (torch's `fully_shard`) on CPU as on GPUs;
 - `deepspeed_on_cpu_state`: a DeepSpeed launch finds no process-group backend without a GPU-like
   device; naming gloo lets DeepSpeed's CPU accelerator run.
-`without_zero3` keeps ZeRO-3's process-wide settings away from work one process does alone.
+`without_zero3` keeps ZeRO-3's process-wide settings away from work one process does alone, and
+`run_absent_modalities` keeps ZeRO-3's per-module all-gathers in step on batches of mixed modalities.
 `tests/test_sharded.py` compares both engines with a one-process run.
 """
 
@@ -99,6 +100,42 @@ def is_sharded(trainer) -> bool:
         return True
     plugin = getattr(accelerator.state, "deepspeed_plugin", None)
     return plugin is not None and plugin.zero_stage == 3
+
+
+def is_zero3(trainer) -> bool:
+    """Whether `trainer` runs DeepSpeed ZeRO-3 (weights partitioned and all-gathered module by module)."""
+    accelerator = getattr(trainer, "accelerator", None)
+    plugin = getattr(getattr(accelerator, "state", None), "deepspeed_plugin", None)
+    return plugin is not None and plugin.zero_stage == 3
+
+
+def run_absent_modalities(trainer):
+    """Under ZeRO-3, make `trainer`'s model run every modality's modules on every step; returns the
+    backbone it set (to reset after training), else None.
+
+    ZeRO-3 all-gathers a module's weights as it runs: when one process's batch of mixed modalities
+    (Replay, realignment) lacks a modality, that process would skip its connector and the processes'
+    collectives stop matching (gloo: "Received data size doesn't match expected size"). The backbone
+    then runs an absent modality on one zero item whose output changes nothing
+    (`AnyModalityLlavaModel.run_absent_modalities`): the same route as the batch's media (cached
+    features → the connector; raw media → encoder and connector). Other engines are left as they are:
+    FSDP2 gathers the connectors once per forward in its root unit, DDP and ZeRO-2 keep whole weights."""
+    if not is_zero3(trainer):
+        return None
+    from hf_mera.models.anymodality_llava.modeling_anymodality_llava import AnyModalityLlavaModel
+
+    backbone = next((m for m in trainer.model.modules() if isinstance(m, AnyModalityLlavaModel)), None)
+    if backbone is None:
+        return None
+    on_features = getattr(trainer.data_collator, "feature_lookup", None) is not None
+    backbone.run_absent_modalities("features" if on_features else "values")
+    logger.info(
+        "%s: ZeRO-3: every step runs the modules of %s (a zero item on the %s route where a batch lacks one)",
+        type(trainer).__name__,
+        ", ".join(backbone.modality_names),
+        backbone.absent_modality_route,
+    )
+    return backbone
 
 
 def full_state_dict(trainer) -> dict[str, torch.Tensor]:
@@ -225,6 +262,8 @@ __all__ = [
     "full_state_dict",
     "gather_trained_model",
     "is_sharded",
+    "is_zero3",
+    "run_absent_modalities",
     "without_zero3",
     "skeleton_factory",
 ]

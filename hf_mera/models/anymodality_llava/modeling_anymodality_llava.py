@@ -129,6 +129,8 @@ class AnyModalityLlavaModel(AnyModalityLlavaPreTrainedModel):
         super().__init__(config)
         self.encoders = nn.ModuleDict()
         self.connectors = nn.ModuleDict()
+        # Off (None) but under DeepSpeed ZeRO-3, where a trainer sets it: see `run_absent_modalities`.
+        self.absent_modality_route: str | None = None
         for name in config.modalities:
             self._add_modality_modules(config.modality(name))
         self.language_model = AutoModel.from_config(config.text_config)
@@ -203,6 +205,47 @@ class AnyModalityLlavaModel(AnyModalityLlavaPreTrainedModel):
         first_param = next(connector.parameters())
         return connector(features.to(first_param.dtype))
 
+    def run_absent_modalities(self, route: str | None) -> None:
+        """Make every training forward run every modality's modules, also for a batch that holds none of it.
+
+        DeepSpeed ZeRO-3 all-gathers a module's weights when the module runs (forward and backward), a
+        collective: every process must run the same modules in the same order. A batch of mixed modalities
+        (Replay, realignment) that lacks a modality on one process would skip that modality's connector
+        (and encoder) there, and the processes' all-gathers stop matching. With a route set, an absent
+        modality runs on one zero item — `"features"`: its connector on zero features (training on the
+        feature cache); `"values"`: its encoder and connector on a zero input of the encoder's
+        `input_shape` — and the output is scattered through its (all-False) placeholder mask, the same
+        operation a present modality goes through: the embeddings are unchanged bit for bit and its
+        weights' gradient is exact zeros. (ZeRO-3 steps on zero gradients of unused weights anyway.)
+        `None` turns it off, the default: elsewhere it would cost a pass per absent modality and turn an
+        unused weight's missing gradient into a zero one (which AdamW steps on)."""
+        if route not in (None, "features", "values"):
+            raise ValueError(
+                f"run_absent_modalities: route must be None, 'features' or 'values', got {route!r}."
+            )
+        if route == "values":
+            shapeless = [
+                n for n in self.modality_names if getattr(self.encoders[n], "input_shape", None) is None
+            ]
+            if shapeless:
+                raise ValueError(
+                    f"Modality {shapeless[0]!r}: its encoder declares no input_shape, so a batch without it cannot "
+                    "run it on a zero input (needed under DeepSpeed ZeRO-3 with raw media); train on the feature "
+                    "cache (data.feature_cache: true) or use FSDP2."
+                )
+        self.absent_modality_route = route
+
+    def absent_modality_input(self, name: str) -> dict[str, torch.Tensor]:
+        """One zero item of `name` for `absent_modality_route`: `{"features": ...}` or `{"values": ...}`."""
+        encoder = self.encoders[name]
+        reference = next(iter(self.connectors[name].parameters()))
+        if self.absent_modality_route == "features":
+            shape = (1, self.num_feature_tokens(name), encoder.hidden_size)
+            return {"features": torch.zeros(shape, device=reference.device)}
+        encoder_param = next(iter(encoder.parameters()), reference)
+        shape = (1, *encoder.input_shape)
+        return {"values": torch.zeros(shape, dtype=encoder_param.dtype, device=encoder_param.device)}
+
     def _splice(self, input_ids, inputs_embeds, modality_values, modality_features):
         given = set(modality_values or {}) | set(modality_features or {})
         unknown = sorted(given - set(self.connectors))
@@ -218,6 +261,14 @@ class AnyModalityLlavaModel(AnyModalityLlavaPreTrainedModel):
                     raise ValueError(
                         f"Modality {name!r}: the text holds {n_tokens} placeholder tokens but no {name} input "
                         "was given (pass modality_values or modality_features)."
+                    )
+                if self.absent_modality_route is not None and mask is not None:
+                    # A batch without this modality still runs its modules (see `run_absent_modalities`),
+                    # scattered through an all-False mask: nothing is written, its gradient is exact zeros.
+                    embeds = self.get_modality_embeddings(name, **self.absent_modality_input(name))
+                    embeds = embeds.to(inputs_embeds.device, inputs_embeds.dtype)
+                    inputs_embeds = inputs_embeds.masked_scatter(
+                        mask.unsqueeze(-1).to(inputs_embeds.device), embeds
                     )
                 continue
             if mask is None:
@@ -277,8 +328,9 @@ class AnyModalityLlavaModel(AnyModalityLlavaPreTrainedModel):
             )
         elif input_ids is not None:
             # No media: still refuse placeholders nobody fills. Decoding steps pass here too; their
-            # new tokens never are placeholders, since generation suppresses them.
-            self._splice(input_ids, inputs_embeds, None, None)
+            # new tokens never are placeholders, since generation suppresses them. (The embeddings come
+            # back unchanged; under `run_absent_modalities` every modality's modules ran on them.)
+            inputs_embeds, _ = self._splice(input_ids, inputs_embeds, None, None)
         outputs = self.language_model(
             attention_mask=attention_mask,
             position_ids=position_ids,
