@@ -18,7 +18,6 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from hf_mera.continual.curriculum import RunConfig
 
@@ -54,9 +53,8 @@ class _PlanWorkspace(Workspace):
     def barrier(self) -> None:
         pass
 
-    def run_phase(
-        self, name: str, parent: Checkpoint | None, description: dict[str, Any], build
-    ) -> Checkpoint:
+    # Every kind of phase (a trained model, the merge's streamed files) passes through `_phase`.
+    def _phase(self, name, parent, description, produce, publish, load) -> Checkpoint:
         key = phase_key(parent.key if parent else "root", description)
         done = self.store.find(name, key)
         first = next((p.method for p in self.phases if p.key == key), None)
