@@ -29,6 +29,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from hf_mera.evaluation.paper_numbers import TABLE_2, TABLE_4, TABLE_5_REALIGN_GAIN, TABLE_6  # noqa: E402
+
 # Every method and variant of the comparison, as curriculum YAML entries. The realigning add-on uses
 # 10 % replay for every method, as the paper's Tables 4 and 5.
 METHODS = [
@@ -64,38 +66,13 @@ METHODS += [
     for suffix, flag in (("", "false"), (" +Realign", "true"))
 ]
 
-# The paper's numbers (Tables 2, 4, 5: mean / std of Backward RG over stages, sequential then reverse;
-# Table 6: training GPU hours and latency per token). "+Realign" rows of Table 5 are given as the
-# paper's base plus its improvement.
-PAPER_TABLE2 = {
-    "Fine-Tuning": (59.76, 27.23, 48.96, 35.70),
-    "Replay (1%)": (66.09, 25.86, 43.95, 39.03),
-    "Replay (10%)": (77.52, 16.32, 51.90, 36.34),
-    "EWC": (74.93, 17.14, 68.01, 21.54),
-    "EProj": (89.61, 2.63, 70.07, 11.86),
-    "PathWeave": (86.85, 12.17, 80.09, 13.31),
-    "MERA (1%)": (97.90, 6.02, 84.42, 12.93),
-    "MERA (10%)": (101.00, 3.90, 93.42, 6.25),
-    "Merging": (90.29, 7.42, 70.00, 30.87),
-    "Fine-Tuning +Realign": (87.92, 12.41, 71.90, 24.52),
-}
-PAPER_REALIGN_GAIN = {  # Table 5: improvement of the mean by realigning (sequential, reverse)
-    "Fine-Tuning": (28.16, 22.93),
-    "Replay (1%)": (20.64, 24.35),
-    "Replay (10%)": (14.21, 23.71),
-    "EWC": (19.54, 23.02),
-    "PathWeave": (6.22, 2.40),
-    "Merging": (10.71, 23.42),
-}
-PAPER_TABLE6 = {  # training hours, inference latency per token (ms)
-    "Fine-Tuning": (53, 34),
-    "Replay (1%)": (54, 34),
-    "Replay (10%)": (59, 34),
-    "EWC": (54, 34),
-    "PathWeave": (81, 111),
-    "MERA (1%)": (54, 34),
-    "MERA (10%)": (61, 34),
-}
+# The paper's numbers (`hf_mera.evaluation.paper_numbers`): Tables 2 and 4 (mean / std of Backward RG
+# over stages, sequential then reverse), Table 5 (the improvement of the mean by realigning) and Table 6
+# (training GPU hours, latency per token). "+Realign" rows of Table 5 are the paper's base plus its
+# improvement.
+PAPER_TABLE2 = {**TABLE_2, **TABLE_4}
+PAPER_REALIGN_GAIN = TABLE_5_REALIGN_GAIN
+PAPER_TABLE6 = TABLE_6
 TABLE2_METHODS = [
     "Fine-Tuning",
     "Replay (1%)",

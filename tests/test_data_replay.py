@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import training_data
 
-from hf_mera.data.format import make_sample, samples_to_dataset
 from hf_mera.data.replay import (
     ReplayRecord,
     replay_for_baseline,
@@ -16,22 +16,6 @@ from hf_mera.data.replay import (
 )
 
 ORDER = ["image", "video", "audio", "point_cloud"]
-
-
-def training_data(modality: str, n_caption: int, n_qa: int):
-    rows = [
-        make_sample(
-            f"{modality}/caption/{i}", modality, "caption", [(modality, f"/x/{i}")], "describe", "a thing"
-        )
-        for i in range(n_caption)
-    ]
-    rows += [
-        make_sample(
-            f"{modality}/qa/{i}", modality, "qa", [(modality, f"/x/q{i}")], "what?", "yes", question="what?"
-        )
-        for i in range(n_qa)
-    ]
-    return samples_to_dataset(rows)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from test_demo import REPO  # noqa: I001  (puts the repository on the path for `demo`)
+from helpers import REPO  # noqa: I001  (puts the repository on the path for `demo`)
 
 from demo.app import ChatBackend, DemoSettings, load_checkpoint
 
@@ -41,7 +41,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, tiny_tokenizer):
-    from test_demo import save_tiny_checkpoint
+    from helpers import save_tiny_checkpoint
 
     return save_tiny_checkpoint(
         tmp_path_factory.mktemp("ckpt"), tiny_tokenizer, order=["image", "point_cloud"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_run_e2e import (
+from helpers import (
     checkpoints,
     is_llm_key,
     kill_minus_9_once,

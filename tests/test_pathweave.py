@@ -7,7 +7,7 @@ import re
 
 import pytest
 import torch
-from test_trainers import build_model, dataset, feature_lookup, snapshot, test_args
+from helpers import build_model, dataset, feature_lookup, snapshot, test_args
 from torch import nn
 
 from hf_mera import AnyModalityLlava

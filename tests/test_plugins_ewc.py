@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from test_trainers import (
+from helpers import (
     MODALITIES,
     build_model,
     dataset,
@@ -24,7 +24,7 @@ from hf_mera.continual.plugins import (
     load_plugin_states,
     save_plugin_states,
 )
-from hf_mera.continual.plugins.ewc import EWC, LLM_PREFIXES, fisher_diagonal
+from hf_mera.continual.plugins.ewc import LLM_PREFIXES, EWCPlugin, fisher_diagonal
 from hf_mera.data.collator import MultimodalCollator
 from trainers import InstructionTuningConfig, InstructionTuningTrainer
 
@@ -88,7 +88,7 @@ def test_fisher_is_the_mean_of_squared_per_sample_gradients():
 def test_fisher_accumulates_online_over_stages_and_anchors_the_latest_weights():
     model, processor = build_model()
     plugin = build_plugin("ewc", fisher_fraction=1.0)
-    assert isinstance(plugin, EWC) and plugin.lambda_ == 1.0
+    assert isinstance(plugin, EWCPlugin) and plugin.lambda_ == 1.0
     names = llm_names(model)  # no trainer ran: every LLM weight is covered
     first = hand_fisher(model, processor, rows("image"), names)
     plugin.on_stage_end(STAGES[0], model, dataset("image"), collator(processor))
@@ -115,14 +115,14 @@ def test_fisher_accumulates_online_over_stages_and_anchors_the_latest_weights():
 
 
 def test_the_fisher_sample_is_a_seeded_fraction_of_the_stage():
-    plugin = EWC()
+    plugin = EWCPlugin()
     assert [plugin.fisher_sample_size(n) for n in (1, 49, 50, 400, 10_000)] == [1, 1, 1, 4, 100]
-    assert EWC(max_fisher_samples=30).fisher_sample_size(10_000) == 30
+    assert EWCPlugin(max_fisher_samples=30).fisher_sample_size(10_000) == 30
     model, processor = build_model()
     data = dataset("image", "audio")  # 8 rows, half of them drawn
     fishers = []
     for seed in (0, 0, 5):
-        ewc = EWC(fisher_fraction=0.5)
+        ewc = EWCPlugin(fisher_fraction=0.5)
         ewc.on_stage_end(
             StageContext(index=1, modality="image", order=MODALITIES, seed=seed),
             model,
@@ -135,7 +135,7 @@ def test_the_fisher_sample_is_a_seeded_fraction_of_the_stage():
 
 def test_penalty_and_its_gradient_against_a_hand_computation():
     model, processor = build_model()
-    plugin = EWC(lambda_=3.0, fisher_fraction=1.0)
+    plugin = EWCPlugin(lambda_=3.0, fisher_fraction=1.0)
     assert plugin.loss_penalty(model, STAGES[0]) is None  # no Fisher before the first stage ends
     plugin.on_stage_end(STAGES[0], model, dataset("image"), collator(processor))
     assert plugin.loss_penalty(model, STAGES[1]) is not None  # the model is still θ₁: zero
@@ -168,7 +168,7 @@ def test_lora_penalty_is_the_full_weight_penalty_of_the_merged_weights(tmp_path)
     """With LoRA, stage 1's Fisher covers exactly the LoRA'd linears (what the trainer trained), and
     stage 2's penalty from B·A·scaling equals λ/2·Σ F (W_merged − θ₁)² over the full matrices."""
     model, processor = build_model()
-    plugin = EWC(lambda_=50.0, fisher_fraction=1.0)
+    plugin = EWCPlugin(lambda_=50.0, fisher_fraction=1.0)
 
     def tune(model, stage, steps=2):
         trainer = InstructionTuningTrainer(
@@ -214,14 +214,14 @@ def test_lora_penalty_is_the_full_weight_penalty_of_the_merged_weights(tmp_path)
 
 def test_state_dict_round_trip_gives_the_identical_penalty(tmp_path):
     model, processor = build_model()
-    plugin = EWC(lambda_=2.0, fisher_fraction=0.5)
+    plugin = EWCPlugin(lambda_=2.0, fisher_fraction=0.5)
     for stage, modality in zip(STAGES, MODALITIES):
         plugin.on_stage_end(stage, model, dataset(modality), collator(processor))
         perturb(model, llm_names(model), seed=stage.index)
     written = save_plugin_states([plugin, build_plugin("replay", ratio=0.1)], tmp_path)
     assert written == ["plugin-ewc.safetensors"]  # the replay plugin keeps no state
 
-    fresh = EWC(lambda_=2.0, fisher_fraction=0.5)
+    fresh = EWCPlugin(lambda_=2.0, fisher_fraction=0.5)
     load_plugin_states([fresh], tmp_path)
     assert fresh.num_stages == 2 and set(fresh.fisher) == set(plugin.fisher) == set(llm_names(model))
     for p in model.parameters():
@@ -232,7 +232,7 @@ def test_state_dict_round_trip_gives_the_identical_penalty(tmp_path):
     covered = sum(p.numel() for n, p in model.named_parameters() if n in plugin.fisher)
     assert plugin.state_nbytes() == fresh.state_nbytes() == 8 * covered
     with pytest.raises(ValueError, match="Plugin 'ewc'"):
-        EWC().load_state_dict({"fisher.x": torch.zeros(1)})
+        EWCPlugin().load_state_dict({"fisher.x": torch.zeros(1)})
 
 
 def test_bad_arguments_name_the_plugin_and_argument():
@@ -244,10 +244,10 @@ def test_bad_arguments_name_the_plugin_and_argument():
         ({"max_fisher_samples": 0}, "max_fisher_samples"),
     ]:
         with pytest.raises(ValueError, match=f"Plugin 'ewc': {argument}"):
-            EWC(**kwargs)
+            EWCPlugin(**kwargs)
     model, _ = build_model()
     with pytest.raises(ValueError, match="Plugin 'ewc'.*data_collator"):
-        EWC().on_stage_end(STAGES[0], model, dataset("image"))
+        EWCPlugin().on_stage_end(STAGES[0], model, dataset("image"))
 
 
 @pytest.mark.parametrize(

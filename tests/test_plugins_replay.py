@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from test_data_replay import training_data
+from helpers import training_data
 
 from hf_mera.continual.plugins import StageContext, build_plugin
-from hf_mera.continual.plugins.replay import Replay
+from hf_mera.continual.plugins.replay import ReplayPlugin
 from hf_mera.data.replay import replay_size
 
 ORDER = ("image", "video", "audio", "point_cloud")
@@ -26,7 +26,7 @@ def stage(index: int, train_sets, seed: int = 0) -> StageContext:
 
 def test_stage_one_trains_on_its_own_data_alone(train_sets):
     plugin = build_plugin("replay", ratio=0.1)
-    assert isinstance(plugin, Replay) and plugin.name == "replay"
+    assert isinstance(plugin, ReplayPlugin) and plugin.name == "replay"
     data = train_sets["image"]
     assert plugin.transform_train_dataset(data, stage(1, train_sets)) is data
     assert plugin.record is None
@@ -36,7 +36,7 @@ def test_stage_one_trains_on_its_own_data_alone(train_sets):
 
 @pytest.mark.parametrize("ratio", [0.01, 0.1, 0.5])
 def test_stage_i_adds_r_percent_of_every_task_of_every_earlier_modality(train_sets, ratio):
-    plugin = Replay(ratio=ratio)
+    plugin = ReplayPlugin(ratio=ratio)
     context = stage(3, train_sets)  # audio, after image and video
     current = train_sets["audio"]
     mixed = plugin.transform_train_dataset(current, context)
@@ -61,7 +61,7 @@ def test_stage_i_adds_r_percent_of_every_task_of_every_earlier_modality(train_se
 def test_replay_is_seeded_by_the_run_seed(train_sets):
     def replayed_ids(seed: int, index: int = 4) -> list[str]:
         current = train_sets[ORDER[index - 1]]
-        mixed = Replay(ratio=0.1).transform_train_dataset(current, stage(index, train_sets, seed))
+        mixed = ReplayPlugin(ratio=0.1).transform_train_dataset(current, stage(index, train_sets, seed))
         return mixed["id"][len(current) :]
 
     assert replayed_ids(0) == replayed_ids(0)
@@ -73,8 +73,8 @@ def test_replay_is_seeded_by_the_run_seed(train_sets):
 def test_bad_ratio_and_missing_train_sets_name_the_plugin(train_sets):
     for ratio in (0, -0.1, 1.5, "10%", True):
         with pytest.raises(ValueError, match="Plugin 'replay': ratio"):
-            Replay(ratio=ratio)
+            ReplayPlugin(ratio=ratio)
     with pytest.raises(ValueError, match=r"Plugin 'replay'.*train_sets"):
-        Replay().transform_train_dataset(
+        ReplayPlugin().transform_train_dataset(
             train_sets["video"], StageContext(index=2, modality="video", order=ORDER)
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 from datasets import Dataset
-from test_trainers import MODALITIES, build_model, feature_lookup, rows
+from helpers import MODALITIES, build_model, feature_lookup, rows
 from transformers import TrainerCallback
 
 from hf_mera.data.collator import MultimodalCollator

@@ -76,13 +76,12 @@ def test_atomic_file_keeps_the_suffix_and_the_old_file_when_writing_fails(tmp_pa
 def test_every_name_lookup_is_a_registry():
     from hf_mera.continual.plugins import PLUGIN_REGISTRY
     from hf_mera.data.adapters import ADAPTER_REGISTRY
-    from hf_mera.data.embedded import EMBEDDED_MODALITY_REGISTRY
     from hf_mera.evaluation import JUDGES, ExactMatchJudge, OpenAIJudge
     from hf_mera.modalities import ENCODER_REGISTRY, MODALITY_REGISTRY
     from hf_mera.models.anymodality_llava import CONNECTOR_REGISTRY
     from trainers.data_sources import DATA_SOURCES
 
-    registries = [ADAPTER_REGISTRY, EMBEDDED_MODALITY_REGISTRY, JUDGES, ENCODER_REGISTRY, MODALITY_REGISTRY]
+    registries = [ADAPTER_REGISTRY, JUDGES, ENCODER_REGISTRY, MODALITY_REGISTRY]
     registries += [CONNECTOR_REGISTRY, DATA_SOURCES]
     assert all(isinstance(r, Registry) and len(r) for r in registries) and isinstance(
         PLUGIN_REGISTRY, Registry

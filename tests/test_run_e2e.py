@@ -6,82 +6,32 @@ These run real training phases end to end and are marked slow (CI runs them).
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-
-REPO = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.slow
-
-TINY_SIZES = (
-    "{caption_train: 24, qa_train: 24, caption_test: 6, qa_test: 6, cross_test: 6, speech_fraction: 0.0}"
+from helpers import (
+    REPO,
+    TRAIN_ROWS_PER_TASK,
+    checkpoints,
+    is_llm_key,
+    kill_minus_9_once,
+    load_state,
+    phase,
+    run_in_process,
+    run_to_the_end,
+    start_cli,
+    tiny_overrides,
 )
-TRAIN_ROWS_PER_TASK = 24
 
-
-def tiny_overrides(
-    data_root: Path, output_dir: Path, order: str = "[image, audio]", lora: bool = False, batch: int = 8
-) -> list[str]:
-    return [
-        "--output_dir", str(output_dir),
-        "--order", order,
-        "--data.root", str(data_root),
-        "--data.embedded", TINY_SIZES,
-        "--model.backbone.hidden_size", "32",
-        "--model.backbone.num_layers", "2",
-        "--model.backbone.text_pretrain_steps", "10",
-        "--model.backbone.text_pretrain_batch_size", "16",
-        "--training.connector_pretrain.max_steps", "3",
-        "--training.connector_pretrain.per_device_train_batch_size", str(batch),
-        "--training.instruction_tuning.max_steps", "3",
-        "--training.instruction_tuning.per_device_train_batch_size", str(batch),
-        "--training.instruction_tuning.use_lora", str(lora).lower(),
-        "--training.instruction_tuning.lora_r", "4",
-        "--training.instruction_tuning.lora_alpha", "8",
-        "--training.realign.max_steps", "2",
-        "--training.realign.per_device_train_batch_size", str(batch),
-        "--evaluation.max_new_tokens", "4",
-        "--evaluation.batch_size", "8",
-    ]  # fmt: skip
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     return tmp_path_factory.mktemp("bench")
-
-
-def run_in_process(overrides: list[str]):
-    from hf_mera.continual.curriculum import load_run_config
-    from trainers.runner import run_curriculum
-
-    run = load_run_config("quickstart", overrides)
-    run_curriculum(run, progress=False)
-    return run
-
-
-def load_state(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(path / "model.safetensors"))
-
-
-def checkpoints(output_dir: Path, prefix: str) -> list[Path]:
-    return sorted(p for p in (output_dir / "checkpoints").glob(f"{prefix}-*") if (p / "phase.json").is_file())
-
-
-def phase(path: Path) -> dict:
-    return json.loads((path / "phase.json").read_text())
-
-
-def is_llm_key(key: str) -> bool:
-    return "language_model." in key or key.startswith("lm_head.")
 
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
@@ -152,38 +102,6 @@ def test_merge_equals_hand_computed(data_root, tmp_path, lora):
     assert len(replay) == 4 * per_task
 
 
-def _cli(args: list[str], launcher: list[str] = (), **kwargs) -> subprocess.Popen:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.Popen(
-        [*(launcher or [sys.executable]), str(REPO / "hf_mera" / "run.py"), *args],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        **kwargs,
-    )
-
-
-def run_to_the_end(args: list[str]) -> str:
-    """Run the CLI to completion; its output (it must exit 0)."""
-    proc = _cli(args)
-    out, _ = proc.communicate(timeout=900)
-    assert proc.returncode == 0, out[-3000:]
-    return out
-
-
-def kill_minus_9_once(args: list[str], done) -> None:
-    """Start the CLI and SIGKILL it as soon as `done()` holds, while it is still running."""
-    proc = _cli(args)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and proc.poll() is None and not done():
-        time.sleep(0.1)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-
-
 def test_kill_minus_9_then_resume_matches_an_uninterrupted_run(data_root, tmp_path):
     methods = ["--methods", "[{name: Experts, type: experts}, {name: MERA, type: mera}]"]
     # Uninterrupted reference.
@@ -231,7 +149,7 @@ def scores_of(output_dir: Path) -> list:
 
 
 def test_bad_config_fails_before_any_work(tmp_path):
-    proc = _cli(["--training.realign.max_stepz", "3", "--output_dir", str(tmp_path / "out")])
+    proc = start_cli(["--training.realign.max_stepz", "3", "--output_dir", str(tmp_path / "out")])
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode != 0 and "training.realign.max_stepz" in out
     assert not (tmp_path / "out").exists()
@@ -241,14 +159,14 @@ def test_two_cpu_processes_match_one(data_root, tmp_path):
     """`accelerate launch` with 2 CPU processes (DDP over gloo, batch 4 each) trains the same weights
     and scores as one process with batch 8; only the main process writes."""
     single, ddp = tmp_path / "single", tmp_path / "ddp"
-    proc = _cli(tiny_overrides(data_root, single, batch=8))
+    proc = start_cli(tiny_overrides(data_root, single, batch=8))
     out, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, out[-3000:]
     launcher = [
         sys.executable, "-m", "accelerate.commands.launch",
         "--config_file", str(REPO / "hf_mera" / "configs" / "accelerate" / "cpu-ddp-2.yaml"),
     ]  # fmt: skip
-    proc = _cli(tiny_overrides(data_root, ddp, batch=4), launcher=launcher)
+    proc = start_cli(tiny_overrides(data_root, ddp, batch=4), launcher=launcher)
     out, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, out[-3000:]
     assert "2 process(es)" in out and "this is process 1" in out
@@ -307,7 +225,7 @@ def test_quickstart_end_to_end_mera_keeps_more_than_fine_tuning(tmp_path):
         "--training.instruction_tuning.max_steps", "120",
         "--training.realign.max_steps", "40",
     ]  # fmt: skip
-    proc = _cli(overrides, launcher=[sys.executable, "-m", "accelerate.commands.launch"])
+    proc = start_cli(overrides, launcher=[sys.executable, "-m", "accelerate.commands.launch"])
     log, _ = proc.communicate(timeout=1500)
     assert proc.returncode == 0, log[-3000:]
     assert "Backward Relative Gain over stages" in log and "| MERA (10%) | sequential |" in log

@@ -14,9 +14,21 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset
-from torch import nn
+from helpers import (
+    CAPTIONS,
+    MODALITIES,
+    RAW_DIM,
+    TOKENS,
+    assert_changed_exactly,
+    build_model,
+    dataset,
+    feature_lookup,
+    linear_weight_names,
+    rows,
+    snapshot,
+    test_args,
+)
 
-from hf_mera import AnyModalityLlava, ModalityConfig
 from hf_mera.continual.plugins import (
     PLUGIN_REGISTRY,
     ContinualPlugin,
@@ -25,7 +37,6 @@ from hf_mera.continual.plugins import (
     register_plugin,
 )
 from hf_mera.data.collator import MultimodalCollator
-from hf_mera.models.tiny_lm import build_tiny_llama, build_word_level_tokenizer
 from trainers import (
     ConnectorPretrainConfig,
     ConnectorPretrainTrainer,
@@ -34,109 +45,6 @@ from trainers import (
     RealignConfig,
     RealignTrainer,
 )
-
-MODALITIES = ("image", "audio")
-TOKENS, RAW_DIM, FEATURE_DIM = 4, 6, 8
-CAPTIONS = ["a red circle", "a blue square", "a green triangle", "a red square"]
-QUESTION, ANSWERS = "what colour is the shape ?", ["red", "blue", "green", "red"]
-
-
-class TinyEncoder(nn.Module):
-    """`[n, TOKENS * RAW_DIM]` values → `[n, TOKENS, FEATURE_DIM]` features."""
-
-    hidden_size, num_tokens = FEATURE_DIM, TOKENS
-
-    def __init__(self):
-        super().__init__()
-        self.proj = nn.Linear(RAW_DIM, FEATURE_DIM)
-
-    def forward(self, values: torch.Tensor) -> torch.Tensor:
-        return self.proj(values.view(values.shape[0], TOKENS, RAW_DIM))
-
-
-def build_model(freeze_encoder: bool = True):
-    tokenizer = build_word_level_tokenizer([*CAPTIONS, QUESTION, *ANSWERS, "describe it ."])
-    llm = build_tiny_llama(tokenizer, hidden_size=32, num_layers=2, num_heads=4, seed=0)
-    model, processor = AnyModalityLlava.from_pretrained_components(llm, [], tokenizer=tokenizer)
-    torch.manual_seed(1)
-    for name in MODALITIES:
-        config = ModalityConfig(name=name, connector_type="mlp2x_gelu", freeze_encoder=freeze_encoder)
-        model.add_modality(config, encoder=TinyEncoder(), processor=processor)
-    return model, processor
-
-
-def rows(modality: str, root=None) -> list[dict]:
-    """Two caption and two QA samples of `modality`; media paths are keys of the feature table."""
-    out = []
-    for k, (caption, answer) in enumerate(zip(CAPTIONS, ANSWERS)):
-        path = f"{root}/{modality}-{k}.npy" if root else f"{modality}-{k}"
-        caption_task = k % 2 == 0
-        prompt = "describe it ." if caption_task else QUESTION
-        out.append(
-            {
-                "id": f"{modality}-{k}",
-                "modality": modality,
-                "task": "caption" if caption_task else "qa",
-                "media": [{"modality": modality, "path": path}],
-                "messages": [
-                    {"role": "user", "content": f"<{modality}>\n{prompt}"},
-                    {"role": "assistant", "content": caption if caption_task else answer},
-                ],
-                "references": [caption if caption_task else answer],
-                "question": "" if caption_task else QUESTION,
-            }
-        )
-    return out
-
-
-FEATURES = {
-    f"{m}-{k}": torch.randn(1, TOKENS, FEATURE_DIM, generator=torch.Generator().manual_seed(10 * i + k))
-    for i, m in enumerate(MODALITIES)
-    for k in range(len(CAPTIONS))
-}
-
-
-def feature_lookup(row: dict) -> dict[str, torch.Tensor]:
-    return {item["modality"]: FEATURES[item["path"]] for item in row["media"]}
-
-
-def dataset(*modalities: str) -> Dataset:
-    return Dataset.from_list([row for m in modalities for row in rows(m)])
-
-
-def test_args(config_class, tmp_path, **overrides):
-    options = dict(
-        output_dir=str(tmp_path),
-        use_cpu=True,
-        bf16=False,
-        report_to="none",
-        max_steps=3,
-        per_device_train_batch_size=4,
-        logging_steps=1000,
-        disable_tqdm=True,
-        learning_rate=1e-2,
-        seed=0,
-    )
-    return config_class(**{**options, **overrides})
-
-
-test_args.__test__ = False  # a helper, not a test
-
-
-def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {name: p.detach().clone() for name, p in model.named_parameters()}
-
-
-def assert_changed_exactly(
-    model: nn.Module, before: dict[str, torch.Tensor], trained_prefixes: tuple[str, ...]
-):
-    """Parameters under `trained_prefixes` all changed; every other parameter is bitwise equal."""
-    after = dict(model.named_parameters())
-    assert set(after) == set(before)
-    changed = {name for name, p in after.items() if not torch.equal(p.detach(), before[name])}
-    expected = {name for name in after if name.startswith(trained_prefixes)}
-    assert expected, trained_prefixes
-    assert changed == expected, (sorted(changed - expected), sorted(expected - changed))
 
 
 # ---- configs ---------------------------------------------------------------------------------------
@@ -219,14 +127,6 @@ def test_connector_pretrain_reads_media_and_keeps_the_encoder_frozen(tmp_path, m
 
 
 # ---- instruction tuning ---------------------------------------------------------------------------
-def linear_weight_names(model: nn.Module) -> set[str]:
-    return {
-        f"model.language_model.{name}.weight"
-        for name, module in model.model.language_model.named_modules()
-        if isinstance(module, nn.Linear)
-    }
-
-
 def test_instruction_tuning_lora_trains_lora_and_the_connector_only(tmp_path):
     model, processor = build_model()
     before = snapshot(model)
@@ -330,7 +230,7 @@ def test_realign_trains_every_given_connector_and_nothing_else(tmp_path):
 
 
 # ---- continual-learning plugins -------------------------------------------------------------------
-class L2ToPrevious(ContinualPlugin):
+class L2ToPreviousPlugin(ContinualPlugin):
     """λ · Σ‖θ − θ_start‖² over the trainable parameters (a one-line EWC with F = 1)."""
 
     def __init__(self, weight: float = 1.0):
@@ -347,7 +247,7 @@ class L2ToPrevious(ContinualPlugin):
 
 def test_plugin_penalty_is_added_to_the_loss_and_its_gradients(tmp_path):
     model, processor = build_model()
-    plugin = L2ToPrevious(weight=3.0)
+    plugin = L2ToPreviousPlugin(weight=3.0)
     stage = StageContext(index=2, modality="audio", order=MODALITIES, output_dir=str(tmp_path))
     collator = MultimodalCollator(processor, feature_lookup=feature_lookup)
     trainer = InstructionTuningTrainer(
@@ -398,11 +298,11 @@ def test_plugin_penalty_is_added_to_the_loss_and_its_gradients(tmp_path):
 def test_plugin_registry_and_stage_context():
     name = "test-l2-to-previous"
     try:
-        register_plugin(name)(L2ToPrevious)
+        register_plugin(name)(L2ToPreviousPlugin)
         plugin = build_plugin(name, weight=0.5)
-        assert isinstance(plugin, L2ToPrevious) and plugin.weight == 0.5 and plugin.name == name
+        assert isinstance(plugin, L2ToPreviousPlugin) and plugin.weight == 0.5 and plugin.name == name
         with pytest.raises(ValueError, match=name):
-            register_plugin(name)(L2ToPrevious)
+            register_plugin(name)(L2ToPreviousPlugin)
     finally:
         PLUGIN_REGISTRY._entries.pop(name, None)  # a test-only name must not leak into other tests
     with pytest.raises(ValueError, match=r"^methods\[\]\.plugins\[\]\.name: unknown plugin 'no-such-plugin'"):
@@ -447,7 +347,7 @@ def test_trainers_name_the_modality_or_field_at_fault(tmp_path):
             model,
             "image",
             args=test_args(InstructionTuningConfig, tmp_path),
-            plugins=[L2ToPrevious()],
+            plugins=[L2ToPreviousPlugin()],
             **kwargs,
         )
     with pytest.raises(ValueError, match="processing_class"):

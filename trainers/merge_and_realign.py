@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from hf_mera.continual.curriculum import MethodConfig
 from hf_mera.continual.plugins import StageContext
@@ -40,11 +40,18 @@ class MergeAndRealignTrainer(StagePublisher):
             "ties", "lpm" ...), a name or {method: <name>, <options>}.
         realign: realign the seen connectors after the merge.
         reference: the stage scores are the run's S_sup (the individually trained experts).
+        summary: what stage i trains and what it keeps, in one line (the README's method table).
+        description: the method in a few sentences (its stage cards' "Method" section).
+        paper: the method's paper, as trl's trainers carry `_paper`: {"title", "id" (arXiv id or
+            venue), "citation" (BibTeX)}, or None; its cards cite it beside MERA.
     """
 
     merge_method: str | dict = "mera"
     realign: bool = True
     reference: bool = False
+    summary: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    paper: ClassVar[dict[str, str] | None] = None
 
     def __init__(self, workspace: Workspace, method: MethodConfig):
         self.used: dict[str, Checkpoint] = {}  # every phase this method's curriculum went through
@@ -285,10 +292,25 @@ class MergeAndRealignTrainer(StagePublisher):
         """θᵢ from stages 1 … i by the method's stage merge (`trainers.merge`; MERA: θᵢ₋₁ + ΔWᵢ/i)."""
         return merge_phase(self, stage, updates)
 
+    def realign_ratio(self) -> float:
+        """r of the realignment: the entry's `realign_ratio`, by default its `replay_ratio`."""
+        ratio = self.method.realign_ratio
+        return ratio if ratio is not None else self.method.replay_ratio
+
     def realign_connectors(self, stage: StageContext, checkpoint: Checkpoint) -> Checkpoint:
         from .realign import realign_phase
 
-        return realign_phase(self, stage, checkpoint)
+        return realign_phase(
+            stage,
+            checkpoint,
+            ratio=self.realign_ratio(),
+            settings=self.run.training.realign,
+            seed=self.run.seed,
+            features=self.ws.features,
+            is_main=self.ws.is_main,
+            trainer_args=self.trainer_args,
+            phase=self.phase,
+        )
 
     def trainer_args(self, config_cls, settings, output_dir: Path):
         return phase_args(config_cls, settings, output_dir, seed=self.run.seed, progress=self.ws.progress)

@@ -9,9 +9,10 @@ on replay data Rᵢ drawn from D₁…Dᵢ.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ._common import MultimodalSFTTrainer, check_modalities, train_only
 from .configs import RealignConfig
@@ -65,43 +66,53 @@ class RealignTrainer(MultimodalSFTTrainer):
         train_only(self.model, (p for name in self.modalities for p in connectors[name].parameters()))
 
 
-def realign_phase(method, stage: StageContext, checkpoint: Checkpoint) -> Checkpoint:
-    """Realign the connectors of `stage.seen` on `checkpoint` with r = the method's `realign_ratio`
-    (by default its `replay_ratio`).
+def realign_phase(
+    stage: StageContext,
+    checkpoint: Checkpoint,
+    *,
+    ratio: float,
+    settings,
+    seed: int,
+    features,
+    is_main: bool,
+    trainer_args: Callable[[type, Any, Path], RealignConfig],
+    phase: Callable[..., Checkpoint],
+) -> Checkpoint:
+    """Realign the connectors of `stage.seen` on `checkpoint` on r = `ratio` replay of D₁…Dᵢ.
 
-    `method` is the `MergeAndRealignTrainer` running the curriculum (its workspace, settings and
-    phase bookkeeping); the replay rows drawn are written to `replay_ids.json` in the checkpoint.
+    Args:
+        settings: `training.realign` (its fields name the phase and build the `RealignConfig`).
+        seed: the run's seed (the replay draw).
+        features: the workspace's encoder-feature cache (`ensure`, `collator`).
+        is_main: whether this process writes files (`replay_ids.json`, the rows drawn).
+        trainer_args: `(config class, settings, folder) -> args` of the run's trainers.
+        phase: `(name, parent, description, build) -> Checkpoint`, the method's phase runner.
     """
     from hf_mera.data.replay import replay_for_realign
 
-    ws, run = method.ws, method.run
-    ratio = (
-        method.method.realign_ratio if method.method.realign_ratio is not None else method.method.replay_ratio
-    )
-    settings = run.training.realign
     seen = list(stage.seen)
     replay, replay_record = replay_for_realign(
-        stage.index, list(stage.order), stage.train_sets, ratio=ratio, seed=run.seed
+        stage.index, list(stage.order), stage.train_sets, ratio=ratio, seed=seed
     )
     description = {"phase": "realign", "modalities": seen, "replay_ratio": ratio, **asdict(settings)}
 
     def build(model, processor, tmp):
         for modality in seen:
-            ws.features.ensure(model, processor, modality)
+            features.ensure(model, processor, modality)
         trainer = RealignTrainer(
             model=model,
             modalities=seen,
-            args=method.trainer_args(RealignConfig, settings, tmp),
+            args=trainer_args(RealignConfig, settings, tmp),
             train_dataset=replay,
             processing_class=processor,
-            data_collator=ws.features.collator(processor),
+            data_collator=features.collator(processor),
         )
         trainer.train()
-        if ws.is_main:
+        if is_main:
             (tmp / "replay_ids.json").write_text(json.dumps(replay_record.to_dict(), indent=2, default=str))
         return trainer.model, processor
 
-    return method.phase(f"realign-{stage.modality}", checkpoint, description, build)
+    return phase(f"realign-{stage.modality}", checkpoint, description, build)
 
 
 __all__ = ["RealignTrainer", "realign_phase"]

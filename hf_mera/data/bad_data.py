@@ -78,57 +78,12 @@ class BadItemLog:
         return self.items
 
 
-def _builtin_reader(modality: str, path: str) -> None:
-    """Opens and decodes a little of `path` with the libraries hf_mera already depends on."""
-    ext = os.path.splitext(path)[1].lower()
-    if modality == "image":
-        from PIL import Image
-
-        with Image.open(path) as image:
-            image.load()
-    elif modality == "video":
-        import av
-
-        with av.open(path) as container:
-            next(container.decode(video=0))
-    elif modality == "audio":
-        if ext in (".wav", ".flac", ".ogg"):
-            import soundfile
-
-            soundfile.read(path, frames=16)
-        else:
-            import av
-
-            with av.open(path) as container:
-                next(container.decode(audio=0))
-    elif modality == "point_cloud":
-        if ext == ".npy":
-            import numpy as np
-
-            array = np.load(path, mmap_mode="r")
-            if array.ndim != 2 or array.shape[1] < 3 or array.shape[0] == 0:
-                raise ValueError(f"expected an [N, 3 or 6] array, got shape {tuple(array.shape)}")
-        else:
-            import trimesh
-
-            cloud = trimesh.load(path)
-            if len(getattr(cloud, "vertices", ())) == 0:
-                raise ValueError("no points")
-    elif os.path.getsize(path) == 0:
-        raise ValueError("empty file")
-
-
 def default_media_reader(modality: str, path: str) -> None:
-    """Reads `path` with the modality's registered loader when `hf_mera.modalities` has one, else a
-    built-in check that decodes a little of the file."""
-    try:
-        from hf_mera.modalities import get_modality  # noqa: PLC0415 - optional, heavier import
+    """Reads `path` with its modality's registered loader (`ModalitySpec.load`); an unknown modality
+    is a `ValueError` naming the known ones."""
+    from hf_mera.modalities import get_modality  # noqa: PLC0415 - heavier import, only for deep checks
 
-        spec = get_modality(modality)
-    except Exception:  # no modality package yet, or a modality it does not know: fall back
-        _builtin_reader(modality, path)
-        return
-    spec.load(path)
+    get_modality(modality).load(path)
 
 
 def media_problem(
@@ -178,7 +133,7 @@ def check_media(
             `"raise"` raises ValueError naming the first bad path and row.
         deep: also open and decode each file (not only check that it exists and is non-empty).
         reader: `reader(modality, path)` that raises on a bad file; defaults to the modality's
-            registered loader, or a built-in check.
+            registered loader.
 
     Returns:
         The dataset without the bad rows (the same object when none is bad).

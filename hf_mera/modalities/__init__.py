@@ -10,7 +10,8 @@ when a file of their kind is read or an encoder that needs them is built.
     features = encoder(values)                                        # [n, num_tokens, hidden_size]
 """
 
-from . import audio, image, point_cloud, video  # noqa: F401  (registers the modalities, in this order)
+# Registers the modalities in this order, the paper's: it is the canonical order (the benchmark's).
+from . import image, video, audio, point_cloud  # noqa: F401, I001
 from .audio import AudioPreprocessor, load_audio
 from .base import (
     MODALITY_REGISTRY,

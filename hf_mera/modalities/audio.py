@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from hf_mera.data.embedded.audio import AudioGenerator
+
 from .base import (
     ModalityPreprocessor,
     ModalitySpec,
@@ -212,5 +214,8 @@ register_modality(
         load=load_audio,
         preprocessor_cls=AudioPreprocessor,
         default_encoder_type="spectrogram",
+        pipeline_tag="audio-text-to-text",
+        example_file="speech.wav",
+        generator=AudioGenerator,
     )
 )

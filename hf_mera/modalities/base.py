@@ -2,8 +2,11 @@
 
 A modality (image, video, audio, point cloud, ...) is described by a `ModalitySpec`: the file extensions
 it claims, a `load` function that reads one item into raw media, a `ModalityPreprocessor` subclass that
-turns a list of items into one stacked tensor, and the encoder type used when a config names none.
-Modules register their spec on import, so adding a modality never touches an if/elif chain.
+turns a list of items into one stacked tensor, the encoder type used when a config names none, and the
+facts the rest of the library reads about it (how sentences name it, the caption instruction, the hub
+pipeline tag, the file a card's snippet shows, the embedded benchmark's generator). Modules register
+their spec on import, so adding a modality is one module and one registration: no table elsewhere
+names modalities.
 """
 
 from __future__ import annotations
@@ -37,11 +40,20 @@ class ModalitySpec:
 
     Args:
         name: registry key, e.g. `"audio"`.
-        file_extensions: lower-case extensions with the dot (`(".wav", ".flac")`), used to route uploads.
+        file_extensions: lower-case extensions with the dot (`(".wav", ".flac")`), used to route uploads
+            (the demo's accepted file types).
         load: reads one item (a path, or an in-memory object) into raw media; raises `ValueError` naming
-            the path for unreadable, corrupt or mislabelled files.
+            the path for unreadable, corrupt or mislabelled files (also the bad-data checks' file check).
         preprocessor_cls: `ModalityPreprocessor` subclass built as `preprocessor_cls(**preprocess)`.
         default_encoder_type: key of `ENCODER_REGISTRY` used when a modality config names none.
+        spoken_name: how sentences name it ("point cloud"); default: `name` with spaces for "_".
+        caption_prompt: the user turn of a captioning example read from files (the paper-dataset
+            adapters); default: "Describe the <spoken name> briefly.".
+        pipeline_tag: the hub's pipeline tag of a model that reads this modality alone beside text
+            (`"image-text-to-text"`); None: the card says "any-to-any".
+        example_file: the file name a model card's loading snippet shows; default `example<first ext>`.
+        generator: the embedded benchmark's generator of this modality (an
+            `hf_mera.data.embedded.EmbeddedModality` subclass), or None when it has none.
     """
 
     name: str
@@ -49,14 +61,34 @@ class ModalitySpec:
     load: Callable[[Any], Any]
     preprocessor_cls: type[ModalityPreprocessor]
     default_encoder_type: str
+    spoken_name: str = ""
+    caption_prompt: str = ""
+    pipeline_tag: str | None = None
+    example_file: str = ""
+    generator: type | None = None
+
+    def __post_init__(self) -> None:
+        # Derived defaults (the dataclass is frozen, hence object.__setattr__).
+        spoken = self.spoken_name or self.name.replace("_", " ")
+        object.__setattr__(self, "spoken_name", spoken)
+        if not self.caption_prompt:
+            object.__setattr__(self, "caption_prompt", f"Describe the {spoken} briefly.")
+        if not self.example_file:
+            object.__setattr__(self, "example_file", f"example{self.file_extensions[0]}")
 
 
 MODALITY_REGISTRY: Registry[ModalitySpec] = Registry("modality")
 
 
 def register_modality(spec: ModalitySpec) -> ModalitySpec:
-    """Adds `spec` to `MODALITY_REGISTRY` under `spec.name`; a second spec under that name is a `ValueError`."""
-    return MODALITY_REGISTRY.register(spec.name, spec)
+    """Adds `spec` to `MODALITY_REGISTRY` under `spec.name`; a second spec under that name is a `ValueError`.
+
+    Registration order is the canonical modality order (the embedded benchmark's, the demo's): the
+    package registers the paper's four in the paper's order (image, video, audio, point cloud)."""
+    MODALITY_REGISTRY.register(spec.name, spec)
+    if spec.generator is not None:
+        spec.generator.name = spec.name  # the generator writes files and ids under its modality's name
+    return spec
 
 
 def get_modality(name: str, where: str | None = None) -> ModalitySpec:

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from hf_mera.data.embedded.image import ImageGenerator
+
 from .base import (
     ModalityPreprocessor,
     ModalitySpec,
@@ -194,5 +196,8 @@ register_modality(
         load=load_image,
         preprocessor_cls=ImagePreprocessor,
         default_encoder_type="transformers",
+        pipeline_tag="image-text-to-text",
+        example_file="cat.png",
+        generator=ImageGenerator,
     )
 )

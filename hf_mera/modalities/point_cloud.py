@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from hf_mera.data.embedded.point_cloud import PointCloudGenerator
+
 from .base import ModalityPreprocessor, ModalitySpec, existing_file, is_path, positive_int, register_modality
 
 __all__ = ["PointCloudPreprocessor", "farthest_point_sample", "load_point_cloud", "normalize_points"]
@@ -219,5 +221,8 @@ register_modality(
         load=load_point_cloud,
         preprocessor_cls=PointCloudPreprocessor,
         default_encoder_type="point_patch",
+        caption_prompt="Describe the 3D object briefly.",
+        example_file="chair.npy",
+        generator=PointCloudGenerator,
     )
 )

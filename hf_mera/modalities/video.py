@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from hf_mera.data.embedded.video import VideoGenerator
+
 from .base import ModalityPreprocessor, ModalitySpec, existing_file, is_path, positive_int, register_modality
 from .image import (
     CLIP_IMAGE_MEAN,
@@ -161,5 +163,8 @@ register_modality(
         load=load_video,
         preprocessor_cls=VideoPreprocessor,
         default_encoder_type="video_frames",
+        pipeline_tag="video-text-to-text",
+        example_file="clip.mp4",
+        generator=VideoGenerator,
     )
 )

@@ -36,6 +36,25 @@ def connector_settings(settings) -> ConnectorPretrainSettings:
 class EProj(MergeAndRealignTrainer):
     merge_method = "none"
     realign = False
+    summary = (
+        "the new connector only (pre-training, then instruction tuning on Dᵢ at the connector learning "
+        "rate); the LLM never changes"
+    )
+    description = (
+        "EProj: only the modality-specific components are tuned. Each stage pre-trains the new "
+        "modality's connector, then instruction-tunes that connector alone on Dᵢ while the LLM stays "
+        "frozen, so no earlier modality is forgotten, at the price of plasticity."
+    )
+    paper = {
+        "title": "Continual Instruction Tuning for Large Multimodal Models",
+        "id": "2311.16206",
+        "citation": """@article{he2023continual,
+  title   = {Continual Instruction Tuning for Large Multimodal Models},
+  author  = {He, Jinghan and Guo, Haiyun and Tang, Ming and Wang, Jinqiao},
+  journal = {arXiv preprint arXiv:2311.16206},
+  year    = {2023}
+}""",
+    }
 
     def __init__(self, workspace, method):
         super().__init__(workspace, method)

@@ -15,6 +15,33 @@ from .fine_tuning import FineTuning
 
 @register_method("ewc")
 class EWC(FineTuning):
+    summary = (
+        "Fine-Tuning + λ/2 Σ F (θ − θᵢ₋₁)², Fisher from 1 % of each stage summed online (λ = 1; options "
+        "as `plugins: [{name: ewc, lambda_: 1.0, fisher_fraction: 0.01}]`)"
+    )
+    description = (
+        "Online EWC, the regularisation baseline: each stage fine-tunes with the penalty "
+        "λ/2 · Σⱼ Fⱼ (θⱼ − θᵢ₋₁,ⱼ)², where F is the diagonal Fisher information of the LLM's weights, "
+        "estimated on a sample of each stage's data and summed online over the stages."
+    )
+    paper = {
+        "title": "Overcoming catastrophic forgetting in neural networks (online: Progress & Compress)",
+        "id": "PNAS 2017; ICML 2018",
+        "citation": r"""@article{kirkpatrick2017overcoming,
+  title   = {Overcoming catastrophic forgetting in neural networks},
+  author  = {Kirkpatrick, James and Pascanu, Razvan and Rabinowitz, Neil and Veness, Joel and Desjardins, Guillaume and Rusu, Andrei A and Milan, Kieran and Quan, John and Ramalho, Tiago and Grabska-Barwinska, Agnieszka and others},
+  journal = {Proceedings of the National Academy of Sciences},
+  year    = {2017}
+}
+
+@inproceedings{schwarz2018progress,
+  title     = {Progress \& Compress: A scalable framework for continual learning},
+  author    = {Schwarz, Jonathan and Czarnecki, Wojciech and Luketina, Jelena and Grabska-Barwinska, Agnieszka and Teh, Yee Whye and Pascanu, Razvan and Hadsell, Raia},
+  booktitle = {International Conference on Machine Learning},
+  year      = {2018}
+}""",
+    }
+
     def __init__(self, workspace, method: MethodConfig):
         # The plugin joins the entry's own list, so it is built like any plugin and named in the
         # instruction-tuning phase's description (its checkpoints are not Fine-Tuning's).

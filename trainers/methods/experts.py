@@ -16,6 +16,11 @@ class Experts(MergeAndRealignTrainer):
     merge_method = "none"
     realign = False
     reference = True
+    summary = "each modality alone from the backbone: S_sup, the Relative Gains' reference"
+    description = (
+        "An individually trained expert: this modality alone, from the backbone (the Relative "
+        "Gain's upper bound S^sup)."
+    )
 
     def stages(self) -> Iterator[StageContext]:
         # An expert's curriculum is its one modality: stage 1 of the order [modality], so each

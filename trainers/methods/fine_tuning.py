@@ -11,3 +11,8 @@ from . import register_method
 class FineTuning(MergeAndRealignTrainer):
     merge_method = "none"
     realign = False
+    summary = "LLM (LoRA or full) + new connector on Dᵢ; no merge, no realignment"
+    description = (
+        "Sequential fine-tuning: each stage continues from the previous one with no merge "
+        "and no realignment (the paper's lower baseline)."
+    )

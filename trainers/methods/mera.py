@@ -4,6 +4,8 @@ modality on r % replay of D₁…Dᵢ (`trainers.realign`; r = the method's `rep
 
 from __future__ import annotations
 
+from model_cards.writer import MERA_CITATION
+
 from ..merge_and_realign import MergeAndRealignTrainer
 from . import register_method
 
@@ -12,3 +14,17 @@ from . import register_method
 class MERA(MergeAndRealignTrainer):
     merge_method = "mera"
     realign = True
+    summary = (
+        "Fine-Tuning's stage, then merge θᵢ = θᵢ₋₁ + ΔWᵢ/i and realign the seen connectors on r % replay"
+    )
+    description = (
+        "MERA, Merge then Realign: after instruction tuning stage i, only the LLM is merged as "
+        "θᵢ = θᵢ₋₁ + (θᵢ,vanilla − θᵢ₋₁)/i, then the connectors of every modality seen so far are "
+        "realigned (encoders and LLM frozen) on r % replay of their training data."
+    )
+    paper = {
+        "title": "Merge then Realign: Simple and Effective Modality-Incremental Continual Learning for "
+        "Multimodal LLMs",
+        "id": "2503.07663",
+        "citation": MERA_CITATION,
+    }

@@ -47,6 +47,26 @@ from . import register_method
 class PathWeave(MergeAndRealignTrainer):
     merge_method = "none"
     realign = False
+    summary = (
+        "Adapter-in-Adapter modules in the LLM's attention projections (rank = `lora_r`): the new "
+        "modality's adapter, every in-adapter and a fresh gate; all kept at test time"
+    )
+    description = (
+        "PathWeave: Adapter-in-Adapter modules in the LLM's attention projections. Each stage adds the "
+        "new modality's adapter and trains it with the earlier adapters' in-adapters and a fresh gate "
+        "(the LLM and the earlier adapters frozen); every module is kept at test time, with no merge "
+        "and no realignment."
+    )
+    paper = {
+        "title": "LLMs Can Evolve Continually on Modality for X-Modal Reasoning",
+        "id": "2410.20178",
+        "citation": """@article{yu2024llms,
+  title   = {LLMs Can Evolve Continually on Modality for X-Modal Reasoning},
+  author  = {Yu, Jiazuo and Xiong, Haomiao and Zhang, Lu and Diao, Haiwen and Zhuge, Yunzhi and Hong, Lanqing and Wang, Dong and Lu, Huchuan and He, You and Chen, Long},
+  journal = {arXiv preprint arXiv:2410.20178},
+  year    = {2024}
+}""",
+    }
     target_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES
 
     def adapter_spec(self, stage: StageContext) -> dict:

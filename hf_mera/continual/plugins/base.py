@@ -24,7 +24,7 @@ a trainer (`trainers.InstructionTuningTrainer.compute_loss`, the one place the l
 Plugins are registered by name so a curriculum YAML can list them::
 
     @register_plugin("l2_anchor")
-    class L2Anchor(ContinualPlugin):
+    class L2AnchorPlugin(ContinualPlugin):
         def __init__(self, weight: float = 1.0): ...
 
     plugin = build_plugin("l2_anchor", weight=0.1)

@@ -128,7 +128,7 @@ def _grow(tensor: torch.Tensor, shape: torch.Size, key: str) -> torch.Tensor:
 
 
 @register_plugin("ewc")
-class EWC(ContinualPlugin):
+class EWCPlugin(ContinualPlugin):
     """Online EWC: λ/2 · Σ F ⊙ (θ − θᵢ)² over the LLM weights trained, F summed over the stages.
 
     Args:
@@ -333,4 +333,4 @@ def _lora_diff(module, adapter: str, index: tuple[slice, ...], offset: torch.Ten
     return delta if offset is None else delta + offset
 
 
-__all__ = ["EWC", "fisher_diagonal"]
+__all__ = ["EWCPlugin", "fisher_diagonal"]

@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 
 @register_plugin("replay")
-class Replay(ContinualPlugin):
+class ReplayPlugin(ContinualPlugin):
     """Mixes r % of every earlier modality's training data into the stage's instruction tuning.
 
     Args:
@@ -80,4 +80,4 @@ class Replay(ContinualPlugin):
         return concatenate_datasets([dataset, replay])
 
 
-__all__ = ["Replay"]
+__all__ = ["ReplayPlugin"]

@@ -4,8 +4,8 @@
     >>> coco = load_paper_dataset("mscoco", "/data/coco", test_size=1000, seed=0)
     >>> coco["train"][0]["messages"]
 
-One module per dataset documents the files it reads; `PAPER_DATASETS` names the caption and QA
-dataset of each modality. A run's YAML gives each dataset's folder as `data_dir` (the one location
+One module per dataset documents the files it reads and names its modality and task;
+`paper_datasets()` (and `PAPER_DATASETS`, the paper's eight) gathers them per modality. A run's YAML gives each dataset's folder as `data_dir` (the one location
 key; `adapter_config` refuses `root` and typos by name). Each adapter also says how its test split is
 scored (`DatasetAdapter.metric`): CIDEr for captions, VQA accuracy for OK-VQA (ten annotator answers
 per question), and the run's QA judge for the other QA sets.
@@ -25,17 +25,13 @@ from .base import (
     get_dataset_adapter,
     load_paper_dataset,
     load_paper_modality,
+    paper_datasets,
     paper_metrics,
     register_dataset_adapter,
 )
 
-# The paper's datasets per modality: (captioning, question answering).
-PAPER_DATASETS = {
-    "image": ("mscoco", "okvqa"),
-    "video": ("msvd", "msvd_qa"),
-    "audio": ("audiocaps", "clotho_aqa"),
-    "point_cloud": ("cap3d", "cap3d_qa"),
-}
+# The paper's datasets per modality, (captioning, question answering), read from the adapters above.
+PAPER_DATASETS = paper_datasets()
 
 __all__ = [
     "ADAPTER_REGISTRY",
@@ -50,6 +46,7 @@ __all__ = [
     "get_dataset_adapter",
     "load_paper_dataset",
     "load_paper_modality",
+    "paper_datasets",
     "paper_metrics",
     "register_dataset_adapter",
 ]

@@ -29,12 +29,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ADAPTER_SPLITS = ("train", "test")
-CAPTION_PROMPTS = {
-    "image": "Describe the image briefly.",
-    "video": "Describe the video briefly.",
-    "audio": "Describe the audio briefly.",
-    "point_cloud": "Describe the 3D object briefly.",
-}
 # LLaVA's instruction for short-answer VQA.
 QA_INSTRUCTION = "Answer the question using a single word or phrase."
 # How a test split is scored (`hf_mera.evaluation.TASK_METRICS` holds each task's default).
@@ -175,7 +169,9 @@ class DatasetAdapter(ABC):
 
     def prompt(self, question: str = "") -> str:
         if self.task == "caption":
-            return CAPTION_PROMPTS[self.modality]
+            from hf_mera.modalities import get_modality  # noqa: PLC0415 - the modality owns its prompt
+
+            return get_modality(self.modality, where=f"{self.name}.modality").caption_prompt
         return f"{question}\n{QA_INSTRUCTION}"
 
     # ---- the pipeline -----------------------------------------------------------------------
@@ -318,6 +314,22 @@ def check_paper_configs(configs: Mapping[str, Mapping[str, Any]], where: str = "
         adapter_config(name, fields, where)
 
 
+def paper_datasets() -> dict[str, tuple[str, ...]]:
+    """The registered datasets of each modality, `(captioning, question answering)`, read from each
+    adapter's own `modality` and `task`; modalities in the modality registry's order (the paper's)."""
+    from hf_mera.modalities import MODALITY_REGISTRY  # noqa: PLC0415 - its order, not a table here
+
+    from . import ADAPTER_REGISTRY  # noqa: PLC0415 - the package registers every adapter
+
+    tasks = ("caption", "qa")
+    by_modality: dict[str, dict[str, str]] = {}
+    for name, adapter in ADAPTER_REGISTRY.items():
+        by_modality.setdefault(adapter.modality, {})[adapter.task] = name
+    order = list(MODALITY_REGISTRY)
+    modalities = sorted(by_modality, key=lambda m: (order.index(m) if m in order else len(order), m))
+    return {m: tuple(by_modality[m][t] for t in tasks if t in by_modality[m]) for m in modalities}
+
+
 def load_paper_dataset(name: str, data_dir: str | Path, **config: Any) -> DatasetDict:
     """Reads dataset `name` (e.g. "mscoco") from `data_dir`; `config` are `AdapterConfig` fields."""
     adapter = get_dataset_adapter(name)(AdapterConfig(data_dir=str(data_dir), **config))
@@ -330,7 +342,7 @@ def load_paper_modality(
     seed: int = 0,
     on_bad_item: OnBadItem | str = "skip",
 ) -> dict[str, dict[str, Dataset]]:
-    """The paper's caption and QA datasets of `modality` (`PAPER_DATASETS`), by split and task.
+    """The paper's caption and QA datasets of `modality` (`paper_datasets()`), by split and task.
 
     Args:
         modality: "image", "video", "audio" or "point_cloud".
@@ -341,12 +353,11 @@ def load_paper_modality(
     Returns:
         `{"train": {"caption": ds, "qa": ds}, "test": {"caption": ds, "qa": ds}}`.
     """
-    from . import PAPER_DATASETS  # the package's table (importing it registers every adapter)
-
-    if modality not in PAPER_DATASETS:
-        raise ValueError(f"No paper datasets for modality {modality!r}; known: {', '.join(PAPER_DATASETS)}.")
+    datasets = paper_datasets()
+    if modality not in datasets:
+        raise ValueError(f"No paper datasets for modality {modality!r}; known: {', '.join(datasets)}.")
     splits: dict[str, dict[str, Dataset]] = {split: {} for split in ADAPTER_SPLITS}
-    for name in PAPER_DATASETS[modality]:
+    for name in datasets[modality]:
         if name not in configs:
             raise ValueError(
                 f"data.paper.{name}: missing; the paper's {modality} data needs it with "
@@ -363,11 +374,9 @@ def load_paper_modality(
 def paper_metrics(modality: str, configs: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, str]:
     """{task: metric} of the paper's test sets of `modality`: each adapter's choice, or the
     `metric` its config sets (e.g. {"caption": "cider", "qa": "vqa_accuracy"} for images)."""
-    from . import PAPER_DATASETS
-
     configs = configs or {}
     metrics = {}
-    for name in PAPER_DATASETS[modality]:
+    for name in paper_datasets()[modality]:
         adapter = get_dataset_adapter(name)
         metrics[adapter.task] = (configs.get(name) or {}).get("metric") or adapter.default_metric()
     return metrics

@@ -5,21 +5,13 @@
     >>> bench.dataset("video", "qa", "train")[0]["messages"]
     >>> bench.cross_modal_test()
 
-One module per modality registers its generator; `builder` builds the benchmark (with `spec`, `cache`,
-`manifest` and `writer`) and `benchmark` reads it back.
+One module per modality holds its generator, which its `ModalitySpec` (hf_mera.modalities) names;
+`builder` builds the benchmark (with `spec`, `cache`, `manifest` and `writer`) and `benchmark` reads
+it back.
 """
 
-# Importing the generator modules registers them.
-from . import audio, image, point_cloud, video  # noqa: F401
-from .base import (
-    EMBEDDED_MODALITY_REGISTRY,
-    EmbeddedModality,
-    QuestionType,
-    get_embedded_modality,
-    register_embedded_modality,
-)
+from .base import EmbeddedModality, QuestionType, embedded_modalities, get_embedded_modality
 from .builder import (
-    DEFAULT_MODALITIES,
     GENERATOR_VERSION,
     EmbeddedBenchmark,
     EmbeddedSizes,
@@ -32,8 +24,6 @@ from .cross_modal import CROSS_FAMILIES, CrossFamily
 
 __all__ = [
     "CROSS_FAMILIES",
-    "DEFAULT_MODALITIES",
-    "EMBEDDED_MODALITY_REGISTRY",
     "GENERATOR_VERSION",
     "CrossFamily",
     "EmbeddedBenchmark",
@@ -42,9 +32,9 @@ __all__ = [
     "QuestionType",
     "TextOnlyScore",
     "build_embedded_benchmark",
+    "embedded_modalities",
     "default_benchmark_dir",
     "default_cache_root",
     "get_embedded_modality",
-    "register_embedded_modality",
     "text_only_baseline",
 ]

@@ -21,7 +21,6 @@ from .base import (
     EmbeddedModality,
     QuestionType,
     choose,
-    register_embedded_modality,
 )
 from .speech_clips import VOICE_PITCHES, VOICE_SPEEDS, spoken_word
 
@@ -65,7 +64,6 @@ def render_audio(attributes: Attributes) -> np.ndarray:
     return np.clip(clip + noise, -1.0, 1.0).astype(np.float32)
 
 
-@register_embedded_modality("audio")
 class AudioGenerator(EmbeddedModality):
     """Beep sequences and spoken colour words as 16 kHz mono WAV files.
 

@@ -1,17 +1,19 @@
 """What every generator of the embedded benchmark shares: the closed vocabulary, seeded random streams,
-balanced answer schedules and the generator interface with its registry."""
+balanced answer schedules and the generator interface.
+
+A generator belongs to its modality: `ModalitySpec.generator` (hf_mera.modalities) names it, so the
+modality registry is the one table of modalities; `get_embedded_modality` reads it."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from ...registry import Registry
 from ..seeding import seeded_rng, stable_int  # noqa: F401 - re-exported for the generators
 
 # One closed vocabulary for all modalities, so that a word-level tokenizer stays small and
@@ -25,8 +27,6 @@ COLORS: dict[str, tuple[int, int, int]] = {
 }
 SHAPES_2D = ("circle", "rectangle", "triangle")
 NUMBER_WORDS = ("one", "two", "three", "four")
-# How modality names read inside sentences.
-SPOKEN_NAMES = {"image": "image", "video": "video", "audio": "audio", "point_cloud": "point cloud"}
 
 Attributes = dict[str, Any]
 
@@ -88,9 +88,10 @@ class QAItem:
 class EmbeddedModality(ABC):
     """A generator of one modality's media, captions and balanced questions.
 
-    Subclasses set `name`, `extension` and `caption_prompt`, and implement `sample_attributes`,
-    `write` and `caption`. Question types default to `question_types()`; a generator with its own
-    question pool (the real easy-VQA questions) overrides `draw_qa`.
+    Subclasses set `caption_prompt` (the benchmark's own caption instruction, part of its content) and
+    implement `sample_attributes`, `write` and `caption`; `name` is set when the modality whose
+    `ModalitySpec.generator` it is registers. Question types default to `question_types()`; a
+    generator with its own question pool (the real easy-VQA questions) overrides `draw_qa`.
     """
 
     name: ClassVar[str]
@@ -139,18 +140,24 @@ class EmbeddedModality(ABC):
         return items
 
 
-EMBEDDED_MODALITY_REGISTRY: Registry[type[EmbeddedModality]] = Registry(
-    "embedded-benchmark generator",
-    base=EmbeddedModality,
-    on_register=lambda name, cls: setattr(cls, "name", name),
-)
-
-
-def register_embedded_modality(name: str) -> Callable[[type[EmbeddedModality]], type[EmbeddedModality]]:
-    """Class decorator adding a generator to the registry; a repeated name is a ValueError."""
-    return EMBEDDED_MODALITY_REGISTRY.register(name)
-
-
 def get_embedded_modality(name: str, where: str | None = None) -> type[EmbeddedModality]:
-    """The generator class of `name`; ValueError lists the known ones (after `where`, the config field)."""
-    return EMBEDDED_MODALITY_REGISTRY.get(name, where=where)
+    """The generator class of modality `name` (its `ModalitySpec.generator`); a `ValueError` names the
+    modalities that have one (after `where`, the config field) when `name` has none."""
+    from hf_mera.modalities import MODALITY_REGISTRY  # the modalities import their generators from here
+
+    spec = MODALITY_REGISTRY.get(name) if name in MODALITY_REGISTRY else None
+    if spec is None or spec.generator is None:
+        known = [m for m, s in MODALITY_REGISTRY.items() if s.generator is not None]
+        prefix = f"{where}: " if where else ""
+        raise ValueError(
+            f"{prefix}unknown embedded-benchmark generator {name!r}; known: {known} "
+            "(a modality has one when its ModalitySpec names a generator)."
+        )
+    return spec.generator
+
+
+def embedded_modalities() -> tuple[str, ...]:
+    """Every registered modality that has a generator, in the canonical (registration) order."""
+    from hf_mera.modalities import MODALITY_REGISTRY
+
+    return tuple(m for m, spec in MODALITY_REGISTRY.items() if spec.generator is not None)

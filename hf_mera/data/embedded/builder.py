@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..format import CROSS_MODALITY
-from .base import EMBEDDED_MODALITY_REGISTRY
+from .base import get_embedded_modality
 from .benchmark import EmbeddedBenchmark
 from .cache import (
     STALE_BUILD_SECONDS,
@@ -38,7 +38,6 @@ from .cache import (
 from .cross_modal import available_families
 from .manifest import MANIFEST, content_hash, read_manifest
 from .spec import (
-    DEFAULT_MODALITIES,
     EMBEDDED_SPLITS,
     EMBEDDED_TASKS,
     GENERATOR_VERSION,
@@ -56,7 +55,7 @@ def build_embedded_benchmark(
     root: str | Path | None = None,
     seed: int = 0,
     sizes: EmbeddedSizes | None = None,
-    modalities: Sequence[str] = DEFAULT_MODALITIES,
+    modalities: Sequence[str] | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> EmbeddedBenchmark:
@@ -67,8 +66,9 @@ def build_embedded_benchmark(
             (`~/.cache/hf_mera/embedded/v<version>-<seed>-<hash>`, or under `$HF_MERA_CACHE`).
         seed: every random choice derives from it (per modality, task and split).
         sizes: example counts; defaults to `EmbeddedSizes()`.
-        modalities: the modalities to generate; the cross-modal set uses the question families
-            whose inputs are all among them.
+        modalities: the modalities to generate (default: every registered modality whose
+            `ModalitySpec` has a generator); the cross-modal set uses the question families whose
+            inputs are all among them.
         overwrite: rebuild even when a matching benchmark exists (or replace a different one at `root`).
         progress: show a progress bar.
     """
@@ -98,8 +98,7 @@ def build_embedded_benchmark(
     tmp.chmod(0o755)  # mkdtemp makes it private (0700); the published benchmark should read like any folder
     try:
         generators = {
-            m: EMBEDDED_MODALITY_REGISTRY[m](seed, {"speech_fraction": sizes.speech_fraction})
-            for m in modalities
+            m: get_embedded_modality(m)(seed, {"speech_fraction": sizes.speech_fraction}) for m in modalities
         }
         writer = BenchmarkWriter(tmp, seed, sizes, generators, progress)
         counts = {}
@@ -140,14 +139,7 @@ def _video_codec() -> str:
     return video_codec()
 
 
-def _video_codec() -> str:
-    from .video import video_codec
-
-    return video_codec()
-
-
 __all__ = [
-    "DEFAULT_MODALITIES",
     "EMBEDDED_SPLITS",
     "EMBEDDED_TASKS",
     "GENERATOR_VERSION",

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from .manifest import read_manifest
 from .spec import (
-    DEFAULT_MODALITIES,
     GENERATOR_VERSION,
     EmbeddedSizes,
     benchmark_spec,
@@ -38,9 +37,10 @@ def spec_dir(spec: dict) -> Path:
 
 
 def default_benchmark_dir(
-    seed: int = 0, sizes: EmbeddedSizes | None = None, modalities: Sequence[str] = DEFAULT_MODALITIES
+    seed: int = 0, sizes: EmbeddedSizes | None = None, modalities: Sequence[str] | None = None
 ) -> Path:
-    """Where `build_embedded_benchmark` puts a benchmark when no root is given."""
+    """Where `build_embedded_benchmark` puts a benchmark when no root is given (`modalities`: default
+    every modality with a generator)."""
     return spec_dir(benchmark_spec(seed, sizes or EmbeddedSizes(), canonical_modalities(modalities)))
 
 

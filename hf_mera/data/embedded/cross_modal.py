@@ -18,7 +18,6 @@ from .base import (
     COLORS,
     NUMBER_WORDS,
     SHAPES_2D,
-    SPOKEN_NAMES,
     Attributes,
     EmbeddedModality,
     balanced_choices,
@@ -54,11 +53,17 @@ def _colored(modality: str, color: str) -> dict[str, Any]:
     return {"color": color, "motion": "move"} if modality == "video" else {"color": color}
 
 
+def _spoken(modality: str) -> str:
+    from hf_mera.modalities import get_modality  # the modalities import the generators from here
+
+    return get_modality(modality).spoken_name
+
+
 def _same_color(rng: np.random.Generator, answer: str) -> CrossDraw:
     first, second = _COLOR_PAIRS[int(rng.integers(len(_COLOR_PAIRS)))]
     color = choose(rng, tuple(COLORS))
     other = color if answer == "yes" else choose(rng, tuple(COLORS), exclude=color)
-    question = f"do the {SPOKEN_NAMES[first]} and the {SPOKEN_NAMES[second]} show the same color?"
+    question = f"do the {_spoken(first)} and the {_spoken(second)} show the same color?"
     return [(first, _colored(first, color)), (second, _colored(second, other))], question
 
 
@@ -73,7 +78,7 @@ def _which_shape(rng: np.random.Generator, answer: str) -> CrossDraw:
 def _odd_color(rng: np.random.Generator, answer: str) -> CrossDraw:
     color = choose(rng, tuple(COLORS))
     odd = choose(rng, tuple(COLORS), exclude=color)
-    odd_modality = {SPOKEN_NAMES[m]: m for m in _ODD_ONE}[answer]
+    odd_modality = {_spoken(m): m for m in _ODD_ONE}[answer]
     inputs = [(m, _colored(m, odd if m == odd_modality else color)) for m in _ODD_ONE]
     return inputs, "which of the image the video and the point cloud has a different color?"
 

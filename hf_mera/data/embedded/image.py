@@ -26,7 +26,6 @@ from .base import (
     QuestionType,
     balanced_choices,
     choose,
-    register_embedded_modality,
 )
 
 EASY_VQA_COLORS = ("black", "blue", "brown", "gray", "green", "red", "teal", "yellow")
@@ -100,7 +99,6 @@ def load_easy_vqa_pool(split: str) -> EasyVQAPool:
     return EasyVQAPool(images=images, questions={k: dict(v) for k, v in questions.items()})
 
 
-@register_embedded_modality("image")
 class ImageGenerator(EmbeddedModality):
     """Real easy-VQA images; captions "a red circle"; its real questions with balanced answers."""
 

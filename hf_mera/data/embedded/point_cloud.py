@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import COLORS, Attributes, EmbeddedModality, QuestionType, choose, register_embedded_modality
+from .base import COLORS, Attributes, EmbeddedModality, QuestionType, choose
 
 NUM_POINTS = 1024
 PLY_FRACTION = 0.2
@@ -79,7 +79,6 @@ def write_ply(path: Path, cloud: np.ndarray) -> None:
     trimesh.PointCloud(cloud[:, :3], colors=rgba).export(str(path))
 
 
-@register_embedded_modality("point_cloud")
 class PointCloudGenerator(EmbeddedModality):
     """Coloured primitives: "a tall red cone"."""
 

@@ -10,12 +10,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import get_embedded_modality
+from .base import embedded_modalities, get_embedded_modality
 
 # Bump whenever generated content changes: the version is part of the cache folder's name.
 # 2: spoken words from the shipped recordings on every machine (1 had them only with espeak-ng).
 GENERATOR_VERSION = "2"
-DEFAULT_MODALITIES = ("image", "video", "audio", "point_cloud")
 EMBEDDED_TASKS = ("caption", "qa")
 EMBEDDED_SPLITS = ("train", "test")
 
@@ -51,21 +50,17 @@ class EmbeddedSizes:
         return getattr(self, f"{task}_{split}")
 
 
-def canonical_modalities(modalities: Sequence[str]) -> list[str]:
-    """`modalities` in one fixed order (the paper's, then by name): a curriculum's order (sequential
-    or reverse) does not change the benchmark, so both orders train and test on the same data."""
-    names = set(modalities)
+def canonical_modalities(modalities: Sequence[str] | None = None) -> list[str]:
+    """`modalities` (default: every modality with a generator) in one fixed order, the modality
+    registry's (the paper's four first, in the paper's order): a curriculum's order (sequential or
+    reverse) does not change the benchmark, so both orders train and test on the same data."""
+    names = set(embedded_modalities() if modalities is None else modalities)
     for name in names:
         get_embedded_modality(name)  # ValueError naming the known ones
     if not names:
         raise ValueError("The embedded benchmark needs at least one modality.")
-    return sorted(
-        names,
-        key=lambda m: (
-            DEFAULT_MODALITIES.index(m) if m in DEFAULT_MODALITIES else len(DEFAULT_MODALITIES),
-            m,
-        ),
-    )
+    order = embedded_modalities()
+    return sorted(names, key=order.index)
 
 
 def benchmark_spec(seed: int, sizes: EmbeddedSizes, modalities: Sequence[str]) -> dict[str, Any]:
@@ -83,7 +78,6 @@ def spec_hash(spec: dict[str, Any]) -> str:
 
 
 __all__ = [
-    "DEFAULT_MODALITIES",
     "EMBEDDED_SPLITS",
     "EMBEDDED_TASKS",
     "GENERATOR_VERSION",

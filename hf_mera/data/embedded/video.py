@@ -22,7 +22,6 @@ from .base import (
     EmbeddedModality,
     QuestionType,
     choose,
-    register_embedded_modality,
 )
 
 NUM_FRAMES = 12
@@ -92,7 +91,6 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int = FPS) -> None:
             container.mux(packet)
 
 
-@register_embedded_modality("video")
 class VideoGenerator(EmbeddedModality):
     """Moving or colour-changing shapes in mp4 clips."""
 
