@@ -58,6 +58,7 @@ LIBRARY_NAMES: NameTable = {
     "dtype": lambda: DTYPES,
     "lr scheduler": _scheduler_names,
     "on_bad_item": lambda: ("raise", "skip"),
+    "evaluation split": lambda: ("test", "val"),
 }
 
 
@@ -295,6 +296,14 @@ class EvaluationSection:
     )
     max_test_samples: int | None = field(
         default=None, metadata={"help": "Cap per test set (None = all).", "ge": 1}
+    )
+    split: str = field(
+        default="test",
+        metadata={
+            "help": "Which sets every stage is scored on: 'test', or 'val' (the embedded benchmark's "
+            "validation split) to choose hyper-parameters without looking at test (#17).",
+            "choices": "evaluation split",
+        },
     )
 
     def __post_init__(self):

@@ -69,7 +69,8 @@ class EmbeddedBenchmark:
         return self._cache[key]
 
     def dataset(self, modality: str, task: str, split: str) -> Dataset:
-        """The `task` ("caption" | "qa") set of `modality` in `split` ("train" | "test")."""
+        """The `task` ("caption" | "qa") set of `modality` in `split` ("train" | "val" | "test"); "val"
+        is where hyper-parameters are chosen, never "test"."""
         if modality not in self.modalities:
             raise ValueError(
                 f"Modality {modality!r} is not in this benchmark ({', '.join(self.modalities)})."
@@ -109,7 +110,8 @@ class EmbeddedBenchmark:
         cross-modal set belongs to "test"), placeholders removed, sorted so the order is stable.
 
         All splits make the vocabulary of a small word-level tokenizer (a tokenizer may know the
-        test vocabulary, as a pretrained one does); only `("train",)` may be a training corpus.
+        test vocabulary, as a pretrained one does); only `("train",)` may be a training corpus
+        (`train_items` for the instruction phase).
         """
         unknown = set(splits) - set(EMBEDDED_SPLITS)
         if unknown:
