@@ -37,6 +37,9 @@ class DataSource:
     # The texts of the training split only: the one corpus a training phase (the tiny LLM's text
     # pre-training) may read. No test question or reference is ever trained on (issue #17).
     training_texts: list[str] | None = None
+    # Text-only (user, answer) turns of the train split's items described in words (the embedded
+    # source): the corpus of the tiny LLM's instruction phase. Train split only, like training_texts.
+    instruction_conversations: list[tuple[str, str]] | None = None
     # modality -> task -> validation set (the embedded source; None where the source has none).
     val_sets: dict[str, dict[str, Dataset]] | None = None
 
@@ -121,6 +124,7 @@ def _embedded(section: DataSection, modalities: list[str], seed: int) -> DataSou
         description,
         training_texts=bench.all_texts(("train",)),
         val_sets=val,
+        instruction_conversations=bench.described_conversations("train"),
     )
 
 
