@@ -14,6 +14,7 @@ from hf_mera.continual.curriculum import DataSection, EvaluationSection
 from trainers.checkpoints import Checkpoint, phase_key
 from trainers.data_sources import DataSource, load_data_source
 from trainers.evaluation import StageEvaluator
+from trainers.features import FeatureBank
 
 SIZES = {"caption_train": 3, "qa_train": 4, "caption_val": 2, "qa_val": 5, "caption_test": 1, "qa_test": 6}
 
@@ -80,3 +81,19 @@ def test_evaluator_scores_the_chosen_split(tmp_path, monkeypatch, split, expecte
     # An explicit split (bench scripts) overrides the setting.
     other = "val" if split == "test" else "test"
     assert evaluator.evaluate(checkpoint, ["image"], object(), object(), split=other) != {"image": expected}
+
+
+def test_the_feature_bank_covers_the_val_media():
+    def media_sets(split):
+        return {
+            "qa": Dataset.from_list(
+                [{"media": [{"modality": "audio", "path": f"/{split}/{i}.wav"}]} for i in range(2)]
+            )
+        }
+
+    data = DataSource(
+        {"audio": media_sets("train")}, {"audio": media_sets("test")}, val_sets={"audio": media_sets("val")}
+    )
+    bank = FeatureBank(None, data, None, Path("."), False)
+    # An evaluation on val looks its media up in the bank: they must be encoded with the rest.
+    assert {p.split("/")[1] for p in bank.modality_paths("audio")} == {"train", "val", "test"}
