@@ -26,6 +26,7 @@ TIMING_KEYS = {
     "latency_per_token_ms",
     "train_peak_memory_bytes",
     "infer_peak_memory_bytes",
+    "peak_memory_bytes",  # a method record's training peak (ru_maxrss on CPU): measured, like the others
     "seconds",
 }
 
