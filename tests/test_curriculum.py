@@ -11,7 +11,7 @@ from conftest import TINY_CLIP
 from hf_mera.continual.curriculum import PAPER_ORDERS, RunConfig, load_run_config, shipped_config
 from hf_mera.continual.schema import from_dict, parse_overrides
 
-SHIPPED = ["quickstart", "smollm2", "paper-sequential", "paper-reverse"]
+SHIPPED = ["quickstart", "quickstart-instruct", "smollm2", "paper-sequential", "paper-reverse"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -20,6 +20,18 @@ def test_shipped_configs_load(name):
     assert set(run.order) <= {"image", "video", "audio", "point_cloud"}
     assert {m.type for m in run.methods} >= {"experts", "mera"}
     assert set(run.model.modalities) == {"image", "video", "audio", "point_cloud"}
+
+
+def test_quickstart_instruct_is_the_quickstart_in_the_papers_regime():
+    base, regime = load_run_config("quickstart"), load_run_config("quickstart-instruct")
+    tuning = regime.training.instruction_tuning
+    # Table 9's LoRA (r 128, alpha 128 at hidden 4096) scaled to the tiny Llama's hidden size.
+    assert (
+        tuning.use_lora
+        and tuning.lora_r == tuning.lora_alpha == 128 * regime.model.backbone.hidden_size // 4096
+    )
+    assert regime.model.backbone.text_instruct_steps > 0 == base.model.backbone.text_instruct_steps
+    assert regime.order == base.order and regime.data == base.data
 
 
 def test_quickstart_is_the_default_and_paper_orders_resolve():

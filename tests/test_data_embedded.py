@@ -28,8 +28,12 @@ from hf_mera.data.format import validate_sample
 
 MODALITIES = ("image", "video", "audio", "point_cloud")
 # Enough QA rows that a chance-level guesser stays within a few standard errors of chance.
-SIZES = EmbeddedSizes(caption_train=16, caption_test=8, qa_train=150, qa_test=150, cross_test=160)
-TINY = EmbeddedSizes(caption_train=3, caption_test=2, qa_train=3, qa_test=2, cross_test=8)
+SIZES = EmbeddedSizes(
+    caption_train=16, caption_val=4, caption_test=8, qa_train=150, qa_val=6, qa_test=150, cross_test=160
+)
+TINY = EmbeddedSizes(
+    caption_train=3, caption_val=1, caption_test=2, qa_train=3, qa_val=1, qa_test=2, cross_test=8
+)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +52,7 @@ def rows(bench, modality, task, split):
 def test_sets_have_the_requested_sizes_and_valid_rows(bench):
     for modality in MODALITIES:
         for task in ("caption", "qa"):
-            for split in ("train", "test"):
+            for split in ("train", "val", "test"):
                 dataset = bench.dataset(modality, task, split)
                 assert len(dataset) == SIZES.count(task, split)
                 for row in dataset:

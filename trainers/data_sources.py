@@ -15,11 +15,13 @@ from hf_mera.continual.curriculum import DataSection
 from hf_mera.registry import Registry
 
 TASKS = ("caption", "qa")
+EVALUATION_SPLITS = ("test", "val")
 
 
 @dataclass
 class DataSource:
-    """Per modality: train sets by task, test sets by task; optionally a cross-modal test set.
+    """Per modality: train sets by task, test sets by task; optionally a cross-modal test set and
+    validation sets by task (`val_sets`: where hyper-parameters are chosen, never on test; #17).
 
     `description["benchmark_hash"]` names the data every number of the run was measured on.
     """
@@ -35,6 +37,11 @@ class DataSource:
     # The texts of the training split only: the one corpus a training phase (the tiny LLM's text
     # pre-training) may read. No test question or reference is ever trained on (issue #17).
     training_texts: list[str] | None = None
+    # Text-only (user, answer) turns of the train split's items described in words (the embedded
+    # source): the corpus of the tiny LLM's instruction phase. Train split only, like training_texts.
+    instruction_conversations: list[tuple[str, str]] | None = None
+    # modality -> task -> validation set (the embedded source; None where the source has none).
+    val_sets: dict[str, dict[str, Dataset]] | None = None
 
     def train(self, modality: str, tasks: tuple[str, ...] = TASKS) -> Dataset:
         self._check(modality)
@@ -46,6 +53,21 @@ class DataSource:
     def test(self, modality: str) -> dict[str, Dataset]:
         self._check(modality)
         return self.test_sets[modality]
+
+    def val(self, modality: str) -> dict[str, Dataset]:
+        self._check(modality)
+        if not self.val_sets or modality not in self.val_sets:
+            source = (self.description or {}).get("source", "this data source")
+            raise ValueError(
+                f"evaluation.split: 'val' needs validation sets; {source!r} has none for {modality!r}."
+            )
+        return self.val_sets[modality]
+
+    def split(self, modality: str, split: str) -> dict[str, Dataset]:
+        """`modality`'s sets by task of `split` ("test" | "val")."""
+        if split not in EVALUATION_SPLITS:
+            raise ValueError(f"evaluation.split must be one of {EVALUATION_SPLITS}, got {split!r}.")
+        return self.test(modality) if split == "test" else self.val(modality)
 
     def metric(self, modality: str, task: str) -> str | None:
         """The metric of `modality`'s `task` test set; None: the task's default (`TASK_METRICS`)."""
@@ -89,12 +111,20 @@ def _embedded(section: DataSection, modalities: list[str], seed: int) -> DataSou
     )
     train = {m: {t: bench.dataset(m, t, "train") for t in TASKS} for m in modalities}
     test = {m: {t: bench.dataset(m, t, "test") for t in TASKS} for m in modalities}
+    val = {m: {t: bench.dataset(m, t, "val") for t in TASKS} for m in modalities}
     cross = bench.cross_modal_test() if len(modalities) > 1 else None
     if cross is not None and len(cross) == 0:  # no question family combines these modalities
         cross = None
     description = {"source": "embedded", "root": str(bench.root), "benchmark_hash": bench.content_hash}
     return DataSource(
-        train, test, cross, bench.all_texts(), description, training_texts=bench.all_texts(("train",))
+        train,
+        test,
+        cross,
+        bench.all_texts(),
+        description,
+        training_texts=bench.all_texts(("train",)),
+        val_sets=val,
+        instruction_conversations=bench.described_conversations("train"),
     )
 
 
@@ -131,4 +161,4 @@ def samples_hash(*splits: dict[str, dict[str, Dataset]]) -> str:
     return digest.hexdigest()[:12]
 
 
-__all__ = ["DataSource", "load_data_source", "register_data_source", "TASKS"]
+__all__ = ["DataSource", "EVALUATION_SPLITS", "load_data_source", "register_data_source", "TASKS"]

@@ -21,10 +21,22 @@ class StageEvaluator:
         self.ws = workspace
         self.settings = workspace.run.evaluation
 
-    def evaluate(self, checkpoint: Checkpoint, modalities: list[str], model=None, processor=None) -> dict:
-        """Scores `{modality: {task: score}}` of `checkpoint` on the test sets of `modalities`."""
+    def evaluate(
+        self,
+        checkpoint: Checkpoint,
+        modalities: list[str],
+        model=None,
+        processor=None,
+        split: str | None = None,
+    ) -> dict:
+        """Scores `{modality: {task: score}}` of `checkpoint` on the `split` sets of `modalities`
+        (default `evaluation.split`: "test"; "val" is where hyper-parameters are chosen, #17)."""
         data = self.ws.data
-        spec = {"evaluate": modalities, **asdict(self.settings)}
+        split = split or self.settings.split
+        settings = asdict(self.settings)
+        # The test split's key stays what it was before val existed, so stored results stay valid.
+        settings.pop("split", None)
+        spec = {"evaluate": modalities, **settings, **({"split": split} if split != "test" else {})}
         if data.metrics:  # a dataset's own metric (OK-VQA: VQA accuracy) is part of what a score means
             spec["metrics"] = {m: data.metrics.get(m) for m in modalities}
         result_file = checkpoint.path / f"eval-{phase_key(checkpoint.key, spec)}.json"
@@ -39,7 +51,7 @@ class StageEvaluator:
                     self.ws.features.ensure(model, processor, modality)
                     scores[modality] = {
                         task: self.score(model, processor, ds, task, data.metric(modality, task))
-                        for task, ds in data.test(modality).items()
+                        for task, ds in data.split(modality, split).items()
                     }
                     fault_point("evaluation", len(scores))
                 atomic_write_json(result_file, scores)
@@ -79,7 +91,8 @@ class StageEvaluator:
     def cross_modal_accuracy(self, checkpoint: Checkpoint) -> float | None:
         """Accuracy on the cross-modal set (paper Table 3), None when the run has none or skips it."""
         data = self.ws.data
-        if not self.settings.cross_modal or data.cross_modal is None:
+        # The cross-modal set is a test set only: a validation run does not score it.
+        if not self.settings.cross_modal or data.cross_modal is None or self.settings.split != "test":
             return None
         result_file = checkpoint.path / "eval-cross-modal.json"
         if not result_file.is_file() and self.ws.is_main:

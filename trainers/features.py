@@ -28,10 +28,12 @@ class FeatureBank:
         return self.run.data.feature_cache
 
     def modality_paths(self, modality: str) -> list[str]:
-        """Every media file of `modality` in the run's train, test and cross-modal sets."""
+        """Every media file of `modality` in the run's train, val, test and cross-modal sets."""
         datasets = list(self.data.train_sets[modality].values()) + list(
             self.data.test_sets[modality].values()
         )
+        # Val too, so `evaluation.split: val` (or a bench script's `evaluate(split="val")`) finds them.
+        datasets += list((self.data.val_sets or {}).get(modality, {}).values())
         if self.data.cross_modal is not None:
             datasets.append(self.data.cross_modal)
         paths = {

@@ -60,6 +60,7 @@ LIBRARY_NAMES: NameTable = {
     "dtype": lambda: DTYPES,
     "lr scheduler": _scheduler_names,
     "on_bad_item": lambda: ("raise", "skip"),
+    "evaluation split": lambda: ("test", "val"),
 }
 
 
@@ -114,6 +115,21 @@ class BackboneConfig:
     )
     text_pretrain_batch_size: int = field(
         default=64, metadata={"help": "tiny_llama: LM batch size.", "ge": 1}
+    )
+    text_instruct_steps: int = field(
+        default=0,
+        metadata={
+            "help": "tiny_llama: steps of the text-only instruction phase after pre-training (train-split "
+            "items described in words, then their question; answer-only loss), so the LLM arrives as an "
+            "instruction follower like Llama-3-8B-Instruct (#17). 0: none.",
+            "ge": 0,
+        },
+    )
+    text_instruct_learning_rate: float = field(
+        default=1e-3, metadata={"help": "tiny_llama: instruction phase learning rate.", "gt": 0}
+    )
+    text_instruct_batch_size: int = field(
+        default=32, metadata={"help": "tiny_llama: instruction phase batch size.", "ge": 1}
     )
 
     def __post_init__(self):
@@ -300,6 +316,14 @@ class EvaluationSection:
     )
     max_test_samples: int | None = field(
         default=None, metadata={"help": "Cap per test set (None = all).", "ge": 1}
+    )
+    split: str = field(
+        default="test",
+        metadata={
+            "help": "Which sets every stage is scored on: 'test', or 'val' (the embedded benchmark's "
+            "validation split) to choose hyper-parameters without looking at test (#17).",
+            "choices": "evaluation split",
+        },
     )
 
     def __post_init__(self):

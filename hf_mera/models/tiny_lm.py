@@ -115,4 +115,113 @@ def pretrain_text_lm(
     return losses
 
 
-__all__ = ["build_word_level_tokenizer", "build_tiny_llama", "pretrain_text_lm", "SPECIAL_TOKENS"]
+def _chat_ids(tokenizer, user: str, answer: str | None) -> list[int]:
+    """`user` (and `answer`) rendered with the library's chat template, as token ids."""
+    from hf_mera.models.anymodality_llava.processing_anymodality_llava import DEFAULT_CHAT_TEMPLATE
+
+    messages = [{"role": "user", "content": user}]
+    if answer is not None:
+        messages.append({"role": "assistant", "content": answer})
+    text = tokenizer.apply_chat_template(
+        messages, chat_template=DEFAULT_CHAT_TEMPLATE, tokenize=False, add_generation_prompt=answer is None
+    )
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def encode_conversation(tokenizer, user: str, answer: str) -> tuple[list[int], list[int]]:
+    """Token ids of a one-turn conversation and its labels: -100 but on the answer and its end token,
+    as `MultimodalCollator` labels a stage's conversations."""
+    prompt = _chat_ids(tokenizer, user, None)
+    full = _chat_ids(tokenizer, user, answer)
+    if full[: len(prompt)] != prompt:
+        raise ValueError("The chat template does not render the prompt as a prefix of the conversation.")
+    return full, [-100] * len(prompt) + full[len(prompt) :]
+
+
+def instruction_tune_text_lm(
+    model,
+    tokenizer,
+    conversations: list[tuple[str, str]],
+    steps: int,
+    learning_rate: float = 1e-3,
+    batch_size: int = 32,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[float]:
+    """Text-only instruction tuning: `(user, answer)` turns in the library's chat format, loss on the
+    answers only (AdamW, cosine decay); returns the losses.
+
+    The tiny Llama's stand-in for what makes Llama-3-8B-*Instruct* an instruction follower before
+    stage 1 (#17): after it, the LLM answers a question about an item described in words, so the
+    stages only have to teach it to read the same facts from a modality's features.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    if not conversations:
+        raise ValueError("instruction_tune_text_lm needs at least one conversation.")
+    generator = torch.Generator().manual_seed(seed)
+    encoded = [encode_conversation(tokenizer, user, answer) for user, answer in conversations]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
+    model.train()
+    losses = []
+    for _ in tqdm(range(steps), desc="text instruction tuning", disable=not progress):
+        idx = torch.randint(len(encoded), (batch_size,), generator=generator).tolist()
+        longest = max(len(encoded[i][0]) for i in idx)
+        ids = torch.full((batch_size, longest), tokenizer.pad_token_id, dtype=torch.long)
+        labels = torch.full((batch_size, longest), -100, dtype=torch.long)
+        mask = torch.zeros((batch_size, longest), dtype=torch.long)
+        for row, i in enumerate(idx):
+            seq, lab = encoded[i]
+            ids[row, : len(seq)], labels[row, : len(seq)], mask[row, : len(seq)] = (
+                torch.tensor(seq),
+                torch.tensor(lab),
+                1,
+            )
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    model.eval()
+    return losses
+
+
+def described_answer_accuracy(
+    model, tokenizer, conversations: list[tuple[str, str]], max_new_tokens: int = 8
+) -> float:
+    """Share of `(user, answer)` turns the LM answers exactly (greedy, lower-cased, stripped)."""
+    import torch
+
+    if not conversations:
+        raise ValueError("described_answer_accuracy needs at least one conversation.")
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for user, answer in conversations:
+            ids = torch.tensor([_chat_ids(tokenizer, user, None)])
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            text = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+            correct += " ".join(text.lower().split()) == " ".join(answer.lower().split())
+    return correct / len(conversations)
+
+
+__all__ = [
+    "build_word_level_tokenizer",
+    "build_tiny_llama",
+    "described_answer_accuracy",
+    "encode_conversation",
+    "instruction_tune_text_lm",
+    "pretrain_text_lm",
+    "SPECIAL_TOKENS",
+]

@@ -101,6 +101,13 @@ class EmbeddedModality(ABC):
         self.seed = seed
         self.options = dict(options or {})
 
+    def reserve_for_train(self, attributes: Attributes) -> None:
+        """Called for every train item before the val split is drawn. Generated media are new random
+        draws (noise seeds, positions, continuous values), so no two items share a file and nothing
+        needs reserving; a generator that draws from a fixed pool (the real easy-VQA images) records
+        the item here and leaves it out of the val split."""
+        return None
+
     def question_types(self) -> tuple[QuestionType, ...]:
         """The question families of this modality (may depend on options, e.g. spoken audio)."""
         return ()

@@ -69,7 +69,8 @@ class EmbeddedBenchmark:
         return self._cache[key]
 
     def dataset(self, modality: str, task: str, split: str) -> Dataset:
-        """The `task` ("caption" | "qa") set of `modality` in `split` ("train" | "test")."""
+        """The `task` ("caption" | "qa") set of `modality` in `split` ("train" | "val" | "test"); "val"
+        is where hyper-parameters are chosen, never "test"."""
         if modality not in self.modalities:
             raise ValueError(
                 f"Modality {modality!r} is not in this benchmark ({', '.join(self.modalities)})."
@@ -104,12 +105,42 @@ class EmbeddedBenchmark:
             return dict(self.manifest["cross_families"])
         return dict(self.manifest["question_types"][modality])
 
+    def described_conversations(
+        self,
+        split: str = "train",
+        tasks: tuple[str, ...] = EMBEDDED_TASKS,
+        modalities: tuple[str, ...] | None = None,
+    ) -> list[tuple[str, str]]:
+        """Text-only `(user, answer)` turns of `split`'s items: the user turn is the item described in
+        words (its reference caption, rendered from the attributes it was generated from) then the
+        row's question or caption instruction; the answer is the row's. No media.
+
+        `split="train"` is the corpus of the tiny LLM's instruction phase (#17); `"val"` measures
+        whether the LLM answers questions about described items. Reads only `split`'s files."""
+        from .base import get_embedded_modality
+
+        if split not in EMBEDDED_SPLITS:
+            raise ValueError(f"split must be one of {EMBEDDED_SPLITS}, got {split!r}.")
+        conversations = []
+        for modality in modalities or self.modalities:
+            generator = get_embedded_modality(modality)(
+                self.seed, {"speech_fraction": self.sizes.speech_fraction}
+            )
+            for task in tasks:
+                dataset, metas = self._load(modality, task, split)
+                for messages, meta in zip(dataset["messages"], metas):
+                    prompt = strip_placeholders(messages[0]["content"]).strip()
+                    description = generator.caption(meta["attributes"])
+                    conversations.append((f"{description}\n{prompt}", messages[1]["content"]))
+        return conversations
+
     def all_texts(self, splits: tuple[str, ...] = EMBEDDED_SPLITS) -> list[str]:
         """Every distinct prompt line, question, answer and reference of the given splits (the
         cross-modal set belongs to "test"), placeholders removed, sorted so the order is stable.
 
         All splits make the vocabulary of a small word-level tokenizer (a tokenizer may know the
-        test vocabulary, as a pretrained one does); only `("train",)` may be a training corpus.
+        test vocabulary, as a pretrained one does); only `("train",)` may be a training corpus
+        (`train_items` for the instruction phase).
         """
         unknown = set(splits) - set(EMBEDDED_SPLITS)
         if unknown:

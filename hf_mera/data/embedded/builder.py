@@ -1,7 +1,7 @@
 """Builds the embedded benchmark once into a cache folder and serves it as sample-format datasets.
 
 The benchmark is a small, offline stand-in for the paper's eight datasets: per modality a caption
-and a QA set (train and test), plus a cross-modal test set. It is a pure function of the seed, the
+and a QA set (train, val and test), plus a cross-modal test set. It is a pure function of the seed, the
 sizes and the modalities, with no optional system package involved (spoken words ship as package
 data), so every machine builds the same one; `manifest.json`'s `content_hash`, a SHA-256 over every
 annotation and media file, is the benchmark's name beside every number reported on it. The folder
@@ -103,8 +103,9 @@ def build_embedded_benchmark(
         writer = BenchmarkWriter(tmp, seed, sizes, generators, progress)
         counts = {}
         for modality in modalities:
-            for task in EMBEDDED_TASKS:
-                for split in EMBEDDED_SPLITS:
+            # Every train set of a modality before its val sets: val leaves out the media train uses.
+            for split in EMBEDDED_SPLITS:
+                for task in EMBEDDED_TASKS:
                     counts[f"{modality}-{task}-{split}"] = writer.modality_split(modality, task, split)
         counts[f"{CROSS_MODALITY}-cross-test"] = writer.cross()
         writer.bar.close()

@@ -31,8 +31,9 @@ from .base import (
 EASY_VQA_COLORS = ("black", "blue", "brown", "gray", "green", "red", "teal", "yellow")
 YES_NO = ("yes", "no")
 _NEGATIONS = {"not", "no"}
-# Easy-VQA has a train and a test split; our "cross" (cross-modal test) images come from its test split.
-_EASY_VQA_SPLIT = {"train": "train", "test": "test", "cross": "test"}
+# Easy-VQA has a train and a test split; our "cross" (cross-modal test) images come from its test split,
+# our "val" images from its train split, less every image our train split uses (disjoint from train).
+_EASY_VQA_SPLIT = {"train": "train", "val": "train", "test": "test", "cross": "test"}
 
 
 @dataclass
@@ -109,11 +110,36 @@ class ImageGenerator(EmbeddedModality):
         QuestionType("yes_no", "", YES_NO, ""),
     )
 
+    def __init__(self, seed: int, options=None) -> None:
+        super().__init__(seed, options)
+        self._train_ids: set[int] = set()
+        self._val_pool: EasyVQAPool | None = None
+
     def question_types(self) -> tuple[QuestionType, ...]:
         return self.QUESTION_TYPES
 
+    def reserve_for_train(self, attributes: Attributes) -> None:
+        evqa_split, image_id = attributes["easy_vqa_id"].split("/")
+        if evqa_split == "train":
+            self._train_ids.add(int(image_id))
+            self._val_pool = None
+
     def pool(self, split: str) -> EasyVQAPool:
-        return load_easy_vqa_pool(_EASY_VQA_SPLIT[split])
+        full = load_easy_vqa_pool(_EASY_VQA_SPLIT[split])
+        if split != "val":
+            return full
+        if self._val_pool is None:  # easy-VQA's train images that our train split leaves unused
+            taken = self._train_ids
+            questions = {
+                key: {
+                    text: kept for text, ids in texts.items() if (kept := [i for i in ids if i not in taken])
+                }
+                for key, texts in full.questions.items()
+            }
+            self._val_pool = EasyVQAPool(
+                images={i: facts for i, facts in full.images.items() if i not in taken}, questions=questions
+            )
+        return self._val_pool
 
     def sample_attributes(self, rng: np.random.Generator, split: str, **constraints: Any) -> Attributes:
         pool = self.pool(split)

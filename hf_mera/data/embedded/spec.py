@@ -14,9 +14,11 @@ from .base import embedded_modalities, get_embedded_modality
 
 # Bump whenever generated content changes: the version is part of the cache folder's name.
 # 2: spoken words from the shipped recordings on every machine (1 had them only with espeak-ng).
-GENERATOR_VERSION = "2"
+# 3: a validation split ("val"); the train and test sets of a spec are those version 2 built (#17).
+GENERATOR_VERSION = "3"
 EMBEDDED_TASKS = ("caption", "qa")
-EMBEDDED_SPLITS = ("train", "test")
+# Generation order: train before val, so val can leave out the real images train already uses.
+EMBEDDED_SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,14 @@ class EmbeddedSizes:
 
     caption_train: int = field(default=400, metadata={"help": "Caption examples per modality, train split."})
     qa_train: int = field(default=400, metadata={"help": "QA examples per modality, train split."})
+    caption_val: int = field(
+        default=60,
+        metadata={"help": "Caption examples per modality, validation split (choose hyper-parameters here)."},
+    )
+    qa_val: int = field(
+        default=60,
+        metadata={"help": "QA examples per modality, validation split (choose hyper-parameters here)."},
+    )
     caption_test: int = field(default=60, metadata={"help": "Caption examples per modality, test split."})
     qa_test: int = field(default=60, metadata={"help": "QA examples per modality, test split."})
     cross_test: int = field(default=80, metadata={"help": "Cross-modal test questions (2-4 inputs each)."})
@@ -46,7 +56,7 @@ class EmbeddedSizes:
                 raise ValueError(f"EmbeddedSizes.{f.name} must be a non-negative int, got {value!r}.")
 
     def count(self, task: str, split: str) -> int:
-        """The number of examples of `task` ("caption" | "qa") in `split` ("train" | "test")."""
+        """The number of examples of `task` ("caption" | "qa") in `split` ("train" | "val" | "test")."""
         return getattr(self, f"{task}_{split}")
 
 

@@ -1,7 +1,10 @@
 """Generates one benchmark's annotation files and media into a folder, set by set.
 
 Every set draws from its own random stream (`seeded_rng(seed, modality, task, split)`), so a set's
-content does not depend on which other modalities or sets are built.
+content does not depend on which other modalities or sets are built: adding the val split left every
+train and test set as it was. The val split is disjoint from both: generated media come from their
+own random draws, and the real easy-VQA images of val are train-pool images the train split does not
+use (`EmbeddedModality.reserve_for_train`).
 """
 
 from __future__ import annotations
@@ -65,6 +68,9 @@ class BenchmarkWriter:
                 (q.attributes, q.question, q.question, (q.question_type, q.answer))
                 for q in generator.draw_qa(rng, split, n)
             ]
+        if split == "train":  # the val split must not reuse these media (disjoint from train)
+            for attributes, *_ in drawn:
+                generator.reserve_for_train(attributes)
         for index, (attributes, question, prompt, qa) in enumerate(drawn):
             name = generator.write(attributes, media_dir, f"{task}-{index:05d}", rng)
             answer = generator.caption(attributes) if qa is None else qa[1]
