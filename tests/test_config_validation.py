@@ -43,6 +43,10 @@ BAD_OVERRIDES = [
     (["--data.on_bad_item", "ignore"], "data.on_bad_item", "ignore", "skip"),
     (["--data.embedded.caption_train", "-1"], "data.embedded", "-1", "non-negative"),
     (["--data.feature_cache", "3"], "data.feature_cache", "3", "true/false"),
+    # Options a `**kwargs` loader passes on to the encoder's config: refused by the encoder itself.
+    (["--model.modalities.image.encoder_config.image_sise", "64"], "model.modalities.image.encoder_config", "image_sise", "image_size"),
+    (["--model.modalities.video.encoder_config.image_sise", "64"], "model.modalities.video.encoder_config", "image_sise", "image_size"),
+    (["--model.modalities.video.encoder_config.num_frames", "0"], "model.modalities.video.encoder_config", "num_frames", "positive"),
 ]  # fmt: skip
 
 

@@ -193,6 +193,10 @@ def check_modality(name: str, cfg: dict[str, Any], path: str) -> None:
         f"{path}.encoder_config",
         f"encoder type {encoder_type!r}",
     )
+    try:  # options a `**kwargs` signature accepts but the encoder does not (efficientnet's, video frames')
+        encoder_cls.check_options(config.encoder_config)
+    except ValueError as err:
+        raise ValueError(f"{path}.encoder_config: {err}") from err
     try:
         spec.preprocessor_cls(**config.preprocess)
     except (TypeError, ValueError) as err:

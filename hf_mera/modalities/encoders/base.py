@@ -80,6 +80,14 @@ class ModalityEncoder(nn.Module, metaclass=ABCMeta):
             )
         return cls.from_config(kwargs)
 
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        """A `ValueError` naming an option `from_pretrained(name_or_path, **options)` would refuse, without
+        building anything (checked when a YAML is read). Default: the options are the config, so an
+        unknown key is refused as `resolve_config` refuses it; an encoder that passes options on to
+        another loader (transformers) checks what it can."""
+        cls.resolve_config(options)
+
     def check_input(self, values: torch.Tensor) -> None:
         """A `ValueError` naming the encoder when `values` is not `[n, *input_shape]`."""
         if self.input_shape is not None and tuple(values.shape[1:]) != tuple(self.input_shape):

@@ -211,6 +211,12 @@ class TransformersEncoder(ModalityEncoder):
         return json.loads(json.dumps({**_OWN_KEYS, **(config or {})}))
 
     @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        # Its named options are in `from_pretrained`'s signature (checked by the caller); the rest go to
+        # transformers' `from_pretrained`, which alone knows what it accepts.
+        return None
+
+    @classmethod
     def from_pretrained(
         cls,
         name_or_path: str | None,

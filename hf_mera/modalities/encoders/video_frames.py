@@ -14,7 +14,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .base import ModalityEncoder, build_encoder, load_pretrained_encoder, register_encoder
+from .base import (
+    ModalityEncoder,
+    build_encoder,
+    get_encoder_class,
+    load_pretrained_encoder,
+    register_encoder,
+)
 
 __all__ = ["VideoFramesEncoder"]
 
@@ -54,6 +60,17 @@ class VideoFramesEncoder(ModalityEncoder):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f"video_frames: {key} must be a positive int, got {value!r}.")
         return value
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        # `from_pretrained`'s own options, then the rest as the frame encoder's.
+        options = dict(options)
+        for key in ("num_frames", "pool_stride"):
+            if key in options:
+                cls._positive(options, key)
+                del options[key]
+        frame_type = options.pop("frame_encoder_type", "transformers")
+        get_encoder_class(frame_type, where="encoder_config.frame_encoder_type").check_options(options)
 
     @classmethod
     def from_pretrained(
