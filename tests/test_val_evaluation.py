@@ -15,6 +15,7 @@ from trainers.checkpoints import Checkpoint, phase_key
 from trainers.data_sources import DataSource, load_data_source
 from trainers.evaluation import StageEvaluator
 from trainers.features import FeatureBank
+from trainers.timing import PhaseClock
 
 SIZES = {"caption_train": 3, "qa_train": 4, "caption_val": 2, "qa_val": 5, "caption_test": 1, "qa_test": 6}
 
@@ -55,6 +56,7 @@ class _Workspace:
             val_sets={"image": _sets(2, 7)},
         )
         self.features = SimpleNamespace(ensure=lambda *a: None)
+        self.clock = PhaseClock()
 
     def barrier(self):
         pass
