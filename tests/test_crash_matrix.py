@@ -168,7 +168,6 @@ def test_disk_full_and_permission_denied_leave_the_last_good_state(
     from local_hub_run import install_local_hub
 
     import hf_mera.atomic
-    from hf_mera import AnyModalityLlava
     from hf_mera.continual.curriculum import load_run_config
     from trainers.checkpoints import CheckpointStore
     from trainers.runner import run_curriculum
@@ -184,16 +183,19 @@ def test_disk_full_and_permission_denied_leave_the_last_good_state(
         folders = [p for p in store.root.iterdir() if not p.name.startswith(".")]
         return {p.name for p in folders if store.find(*p.name.rsplit("-", 1))}
 
-    # Disk full while the merge phase writes model.safetensors: half a file, then ENOSPC.
-    save_pretrained = AnyModalityLlava.save_pretrained
+    # Disk full while the merge phase writes model.safetensors (streamed, not through save_pretrained):
+    # half a file, then ENOSPC.
+    import hf_mera.merging.streaming as streaming
 
-    def disk_full(self, folder, *a, **k):
+    write_merged = streaming.write_merged
+
+    def disk_full(tensors, vanilla, folder, *a, **k):
         if Path(folder).name.startswith(".tmp-merge-"):
             (Path(folder) / "model.safetensors").write_bytes(b"\0" * 4096)
             raise OSError(errno.ENOSPC, "No space left on device")
-        return save_pretrained(self, folder, *a, **k)
+        return write_merged(tensors, vanilla, folder, *a, **k)
 
-    monkeypatch.setattr(AnyModalityLlava, "save_pretrained", disk_full)
+    monkeypatch.setattr(streaming, "write_merged", disk_full)
     with pytest.raises(OSError) as failure:
         run_curriculum(load_run_config("quickstart", args), progress=False)
     assert failure.value.errno == errno.ENOSPC
@@ -204,7 +206,7 @@ def test_disk_full_and_permission_denied_leave_the_last_good_state(
     assert any(name.startswith("it-audio-") for name in before)
     assert not any(name.startswith("merge-") for name in before)
     stage_1 = tree_digests(tmp_path / "out" / "mera" / "stage-1-image")
-    monkeypatch.setattr(AnyModalityLlava, "save_pretrained", save_pretrained)
+    monkeypatch.setattr(streaming, "write_merged", write_merged)
 
     # Permission denied when stage 2's folder is renamed into place.
     replace = os.replace
