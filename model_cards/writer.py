@@ -137,8 +137,9 @@ def _scores_section(history: list[dict], experts: dict) -> str:
 def _pipeline_tag(seen: list[str]) -> str:
     # The modality's own tag (`ModalitySpec.pipeline_tag`) for one input modality beside text; more
     # than one, or a modality without a tag, is any-to-any.
+    # A tag counts only when transformers' pipeline of that name loads this model (`_AUTO_CLASSES`).
     tag = get_modality(seen[0]).pipeline_tag if len(seen) == 1 else None
-    return tag or "any-to-any"
+    return tag if tag in _AUTO_CLASSES else "any-to-any"
 
 
 def _method_class(method_type: str):
