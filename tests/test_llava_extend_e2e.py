@@ -165,9 +165,9 @@ def test_every_stage_folder_loads_with_the_auto_classes(run_dir):
 
             llava = LlavaForConditionalGeneration.from_pretrained(source).eval()
             images = [random_image(7), random_image(8)]
-            src, ours, _, _ = both_inputs(
-                AutoProcessor.from_pretrained(source), processor, images, CONVERSATIONS
-            )
+            source_processor = AutoProcessor.from_pretrained(source)
+            source_processor.tokenizer.padding_side = "left"  # as ours pads for generation
+            src, ours, _, _ = both_inputs(source_processor, processor, images, CONVERSATIONS)
             with torch.no_grad():
                 assert torch.equal(model(**ours).logits, llava(**src).logits)
 
