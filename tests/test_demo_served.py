@@ -144,7 +144,7 @@ def test_browser_image_and_point_cloud_then_a_corrupt_upload(
             expect(page.locator("#modalities")).to_contain_text(
                 "Knows (in the order learned): image, point cloud, and text"
             )
-            expect(page.locator("#modalities")).to_contain_text("Not learned: audio, video.")
+            expect(page.locator("#modalities")).to_contain_text("Not learned: video, audio.")
             page.screenshot(path=str(artifacts / "01-loaded.png"), full_page=True)
 
             box = page.locator("#chat-input")
