@@ -114,7 +114,12 @@ class Workspace:
 
         def produce(tmp, _loaded):
             if self.is_main:
-                write(tmp)
+                from .distributed import without_zero3
+
+                # The main process works alone here: any model it builds or loads (the merge's key
+                # layout, LPM's Grams) must not be partitioned by ZeRO-3's collective init (a hang).
+                with without_zero3():
+                    write(tmp)
 
         return self._phase(name, parent, description, produce, None, lambda: None)
 
