@@ -81,28 +81,59 @@ def pretrain_text_lm(
     way a pretrained LLM would already know it. A plain loop: a Trainer's overhead would dominate
     at this size.
     """
+    if not texts:
+        raise ValueError("pretrain_text_lm needs at least one text.")
+    encoded = [tokenizer(t + tokenizer.eos_token, add_special_tokens=False)["input_ids"] for t in texts]
+    return _train_causal_lm(
+        model,
+        tokenizer.pad_token_id,
+        [(ids, ids) for ids in encoded],  # every token is a label
+        steps,
+        learning_rate,
+        batch_size,
+        seed,
+        progress,
+        desc="text pre-training",
+        fault_phase="text_pretrain",
+    )
+
+
+def _train_causal_lm(
+    model,
+    pad_token_id: int,
+    encoded: list[tuple[list[int], list[int]]],
+    steps: int,
+    learning_rate: float,
+    batch_size: int,
+    seed: int,
+    progress: bool,
+    desc: str,
+    fault_phase: str | None = None,
+) -> list[float]:
+    """The plain loop both text phases share: random batches of `(input ids, labels)` rows padded on the
+    right, AdamW with cosine decay and gradient clipping at 1; returns the losses. A Trainer's overhead
+    would dominate at this size."""
     import torch
     from tqdm.auto import tqdm
 
     from hf_mera.faults import fault_point
 
-    if not texts:
-        raise ValueError("pretrain_text_lm needs at least one text.")
     generator = torch.Generator().manual_seed(seed)
-    encoded = [tokenizer(t + tokenizer.eos_token, add_special_tokens=False)["input_ids"] for t in texts]
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
     model.train()
     losses = []
-    for step in tqdm(range(steps), desc="text pre-training", disable=not progress):
+    for step in tqdm(range(steps), desc=desc, disable=not progress):
         idx = torch.randint(len(encoded), (batch_size,), generator=generator).tolist()
-        longest = max(len(encoded[i]) for i in idx)
-        ids = torch.full((batch_size, longest), tokenizer.pad_token_id, dtype=torch.long)
+        longest = max(len(encoded[i][0]) for i in idx)
+        ids = torch.full((batch_size, longest), pad_token_id, dtype=torch.long)
         labels = torch.full((batch_size, longest), -100, dtype=torch.long)
         mask = torch.zeros((batch_size, longest), dtype=torch.long)
         for row, i in enumerate(idx):
-            seq = torch.tensor(encoded[i])
-            ids[row, : len(seq)], labels[row, : len(seq)], mask[row, : len(seq)] = seq, seq, 1
+            seq, lab = encoded[i]
+            ids[row, : len(seq)] = torch.tensor(seq)
+            labels[row, : len(seq)] = torch.tensor(lab)
+            mask[row, : len(seq)] = 1
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -110,7 +141,8 @@ def pretrain_text_lm(
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
-        fault_point("text_pretrain", step + 1)
+        if fault_phase is not None:
+            fault_point(fault_phase, step + 1)
     model.eval()
     return losses
 
@@ -155,39 +187,20 @@ def instruction_tune_text_lm(
     stage 1 (#17): after it, the LLM answers a question about an item described in words, so the
     stages only have to teach it to read the same facts from a modality's features.
     """
-    import torch
-    from tqdm.auto import tqdm
-
     if not conversations:
         raise ValueError("instruction_tune_text_lm needs at least one conversation.")
-    generator = torch.Generator().manual_seed(seed)
     encoded = [encode_conversation(tokenizer, user, answer) for user, answer in conversations]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
-    model.train()
-    losses = []
-    for _ in tqdm(range(steps), desc="text instruction tuning", disable=not progress):
-        idx = torch.randint(len(encoded), (batch_size,), generator=generator).tolist()
-        longest = max(len(encoded[i][0]) for i in idx)
-        ids = torch.full((batch_size, longest), tokenizer.pad_token_id, dtype=torch.long)
-        labels = torch.full((batch_size, longest), -100, dtype=torch.long)
-        mask = torch.zeros((batch_size, longest), dtype=torch.long)
-        for row, i in enumerate(idx):
-            seq, lab = encoded[i]
-            ids[row, : len(seq)], labels[row, : len(seq)], mask[row, : len(seq)] = (
-                torch.tensor(seq),
-                torch.tensor(lab),
-                1,
-            )
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-    model.eval()
-    return losses
+    return _train_causal_lm(
+        model,
+        tokenizer.pad_token_id,
+        encoded,
+        steps,
+        learning_rate,
+        batch_size,
+        seed,
+        progress,
+        desc="text instruction tuning",
+    )
 
 
 def described_answer_accuracy(
