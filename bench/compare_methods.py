@@ -149,9 +149,14 @@ def mean_spread(values: Sequence[float | None]) -> str:
 
 def seed_means(loaded, method: str, order: str, seeds: Sequence[int]) -> dict[int, float]:
     """seed → the mean Backward RG over stages of `method` in `order` (seeds without the method left out)."""
-    means, _ = backward_means(loaded, method, order, seeds)
-    present = [seed for seed in seeds if loaded[(order, seed)][0].get(method) is not None]
-    return dict(zip(present, means))
+    from hf_mera.evaluation.relative_gain import summarize_over_stages
+
+    runs = {seed: loaded[(order, seed)][0].get(method) for seed in seeds}
+    return {
+        seed: summarize_over_stages(run.backward_relative_gains()).mean
+        for seed, run in runs.items()
+        if run is not None
+    }
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
