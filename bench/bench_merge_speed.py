@@ -20,29 +20,17 @@ import argparse
 import time
 
 import torch
+from bench_merge_memory import SIZES, llama_shapes  # the same LLM shapes (bench/ is on the path)
 
 from hf_mera.merging import build_merge, kernels, mera_tensors
 
 
 def smollm2_shapes(layers: int = 30) -> dict[str, tuple[int, ...]]:
-    """SmolLM2-135M: hidden 576, 9 heads (3 KV), MLP 1536, vocabulary 49152, tied embeddings."""
-    h, kv, mlp, vocab = 576, 192, 1536, 49152
-    shapes = {"model.language_model.embed_tokens.weight": (vocab, h)}
-    for i in range(layers):
-        p = f"model.language_model.layers.{i}."
-        shapes |= {
-            p + "self_attn.q_proj.weight": (h, h),
-            p + "self_attn.k_proj.weight": (kv, h),
-            p + "self_attn.v_proj.weight": (kv, h),
-            p + "self_attn.o_proj.weight": (h, h),
-            p + "mlp.gate_proj.weight": (mlp, h),
-            p + "mlp.up_proj.weight": (mlp, h),
-            p + "mlp.down_proj.weight": (h, mlp),
-            p + "input_layernorm.weight": (h,),
-            p + "post_attention_layernorm.weight": (h,),
-        }
-    shapes["model.language_model.norm.weight"] = (h,)
-    return shapes
+    """SmolLM2-135M's LLM tensors (hidden 576, 9 heads (3 KV), MLP 1536, vocabulary 49152, tied
+    embeddings), `layers` of its 30 layers: the memory benchmark's shapes without its connector."""
+    hidden, _, mlp, kv, vocab = SIZES["smollm2-135m"]
+    shapes = llama_shapes(hidden, layers, mlp, kv, vocab)
+    return {key: shape for key, shape in shapes.items() if key.startswith("model.language_model.")}
 
 
 def best(fn, repeats: int) -> float:
