@@ -1,7 +1,7 @@
 """The comparison: every method and variant in both paper orders over several seeds, as the paper's
 Tables 2, 4, 5 and 6 and Figures 3 and 4, beside the paper's own numbers.
 
-    python bench/compare_methods.py [--seeds 0 1] [--orders sequential reverse] [--config quickstart]
+    python bench/compare_methods.py [--seeds 0 1] [--orders sequential reverse] [--config compare]
         [--output-dir outputs/compare] [--markdown bench/comparison.md] [--only-report]
 
 Each (order, seed) is one run of `hf_mera/run.py` (in a subprocess, as a user runs it) with every
@@ -351,7 +351,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--orders", nargs="+", default=["sequential", "reverse"])
-    parser.add_argument("--config", default="quickstart", help="Shipped config name or YAML path.")
+    parser.add_argument(
+        "--config",
+        default="compare",
+        help="Shipped config name or YAML path (compare: the paper's regime, 300 test items per task).",
+    )
     parser.add_argument("--output-dir", type=Path, default=REPO / "outputs" / "compare")
     parser.add_argument("--markdown", type=Path, default=None, help="Also write the tables here.")
     parser.add_argument("--only-report", action="store_true", help="Build the tables from finished runs.")

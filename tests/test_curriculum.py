@@ -11,7 +11,7 @@ from conftest import TINY_CLIP
 from hf_mera.continual.curriculum import PAPER_ORDERS, RunConfig, load_run_config, shipped_config
 from hf_mera.continual.schema import from_dict, parse_overrides
 
-SHIPPED = ["quickstart", "quickstart-instruct", "smollm2", "paper-sequential", "paper-reverse"]
+SHIPPED = ["quickstart", "quickstart-instruct", "compare", "smollm2", "paper-sequential", "paper-reverse"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -32,6 +32,15 @@ def test_quickstart_instruct_is_the_quickstart_in_the_papers_regime():
     )
     assert regime.model.backbone.text_instruct_steps > 0 == base.model.backbone.text_instruct_steps
     assert regime.order == base.order and regime.data == base.data
+
+
+def test_compare_is_the_regime_with_test_sets_that_rank():
+    regime, compare = load_run_config("quickstart-instruct"), load_run_config("compare")
+    assert compare.model == regime.model and compare.training == regime.training
+    sizes = compare.data.embedded
+    # issue #17: one task's standard error <= 3 points, sqrt(0.25 / n) <= 0.03, needs n >= 278
+    assert min(sizes["caption_test"], sizes["qa_test"], sizes["cross_test"]) >= 300
+    assert sizes["caption_train"] == regime.data.embedded["caption_train"]
 
 
 def test_quickstart_is_the_default_and_paper_orders_resolve():
