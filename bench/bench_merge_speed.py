@@ -55,6 +55,8 @@ def old_full_merge(previous, vanilla, c):
 
 
 class _History:
+    seed = 0
+
     def __init__(self, starts, vanillas):
         self.starts, self.vanillas, self.index = starts, vanillas, len(vanillas)
 
@@ -115,10 +117,10 @@ def main() -> None:
         lambda: [kernels.add_scaled(p, delta[k], 0.7, key=k, out=work[k]) for k, p in prev.items()],
         args.repeats,
     )
-    merge = build_merge({"method": "task_arithmetic", "weights": "mera"})
+    merge = build_merge({"method": "task_arithmetic", "weights": "mean"})
     starts = [prev, prev, prev]
     vanillas = [van, van, work]
-    rows["task_arithmetic over 3 stages, end to end (reads 7 tensors/key)"] = best(
+    rows["task_arithmetic over 3 stages, end to end (reads θ₀ + 3 vanillas/key)"] = best(
         lambda: dict(merge.tensors(_History(starts, vanillas))), args.repeats
     )
 

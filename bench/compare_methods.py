@@ -53,11 +53,12 @@ METHODS = [
     "{name: MERA (10%), type: mera, replay_ratio: 0.1}",
 ]
 # Merges in place of MERA's 1/i average (issue #11), each without and with realignment (10 %), with
-# their published defaults, never tuned here: task arithmetic as the mean of the stage updates; TIES
-# keeping the top 20 % (Yadav et al. 2023, k = 20, λ = 1); DARE-TIES at density 0.5 (mergekit's
-# documented example); LPM with its defaults (ridge 1e-3, Grams on 64 rows per stage).
+# their published defaults, never tuned here: TIES keeping the top 20 % (Yadav et al. 2023, k = 20,
+# λ = 1); DARE-TIES at density 0.5 (mergekit's documented example); LPM with its defaults (ridge 1e-3,
+# Grams on 64 rows per stage). No task arithmetic row: with task vectors relative to θ₀ (#17), task
+# arithmetic with mean weights is θ₀ + mean(θₖ,vanilla − θ₀) = MERA's merge, the "Merging" row above
+# (tests/test_merging_stage_merges.py; only the modality placeholder rows added after stage 1 differ).
 MERGES = {
-    "Task arithmetic": "merge: {method: task_arithmetic, weights: mean}",
     "TIES": "merge: {method: ties, density: 0.2}",
     "DARE-TIES": "merge: {method: dare_ties, density: 0.5}",
     "LPM": "merge: lpm",

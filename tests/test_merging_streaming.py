@@ -19,8 +19,9 @@ from trainers.merge import LORA_DELTAS_FILE, CheckpointHistory, StageUpdate
 class InMemoryHistory:
     """The same stages as loaded models: θᵢ,vanilla is a model's state dict (tied keys share storage)."""
 
-    def __init__(self, starts, vanillas, lora=None):
+    def __init__(self, starts, vanillas, lora=None, seed=11):
         self.starts, self.vanillas, self.lora, self.index = starts, vanillas, lora, len(vanillas)
+        self.seed = seed  # the run's (DARE's masks)
 
     def start(self, k):
         return self.starts[k - 1]
@@ -91,7 +92,7 @@ def _in_memory(updates, lora):
     [
         ("mera", False),
         ("mera", True),
-        ({"method": "task_arithmetic", "weights": "mera"}, False),
+        ({"method": "task_arithmetic", "weights": "mean"}, False),
         ({"method": "ties", "density": 0.5}, True),
         ({"method": "dare_ties", "density": 0.5}, False),
         ({"method": "lpm"}, False),
@@ -102,13 +103,12 @@ def test_streaming_merge_equals_in_memory_merge_bitwise(tmp_path, tiny_tokenizer
     merge = build_merge(spec)
     # In memory, as the stage loop used to: the merge's state dict loaded into θᵢ,vanilla's model.
     history, model = _in_memory(updates, lora)
-    torch.manual_seed(11)  # DARE's masks
     model.load_state_dict(merge(history))
     model.save_pretrained(tmp_path / "in-memory")
-    # Streamed: from the files to a file, one tensor at a time.
-    streamed = FileHistory(method=None, updates=updates)
+    # Streamed: from the files to a file, one tensor at a time (DARE's masks: the same run seed).
+    streamed = FileHistory(method=None, updates=updates, seed=11)
     assert isinstance(streamed.vanilla(3), SafetensorsStateDict)
-    torch.manual_seed(11)
+    torch.manual_seed(5)  # the global generator plays no part
     write_merged(merge.tensors(streamed), streamed.vanilla(3), tmp_path / "streamed")
     # The same file, byte for byte (same header, same offsets, same values) ...
     a = (tmp_path / "in-memory" / "model.safetensors").read_bytes()
@@ -122,6 +122,32 @@ def test_streaming_merge_equals_in_memory_merge_bitwise(tmp_path, tiny_tokenizer
     assert torch.equal(
         merged["model.connectors.image.linear_1.weight"], vanilla["model.connectors.image.linear_1.weight"]
     )
+
+
+EMBED, LM_HEAD = "model.language_model.embed_tokens.weight", "lm_head.weight"
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [{"method": "lpm"}, {"method": "dare_ties", "density": 0.5}, {"method": "dare_linear", "density": 0.3}],
+)
+def test_tied_weights_are_merged_once(tmp_path, tiny_tokenizer, spec):
+    """embed_tokens and lm_head are one parameter: after the merge both keys hold the same tensor, in
+    memory and streamed (LPM: the embedding's 1/i rule, `lpm.py`; DARE: one mask for the group)."""
+    updates = _stages(tmp_path, tiny_tokenizer)
+    merge = build_merge(spec)
+    history, _ = _in_memory(updates, lora=False)
+    merged = merge(history)
+    assert torch.equal(merged[EMBED], merged[LM_HEAD])
+    streamed = dict(merge.tensors(FileHistory(method=None, updates=updates, seed=11)))
+    assert torch.equal(streamed[EMBED], streamed[LM_HEAD]) and torch.equal(streamed[EMBED], merged[EMBED])
+    vanilla = load_file(str(updates[-1].vanilla.path / "model.safetensors"))
+    stored = EMBED if EMBED in vanilla else LM_HEAD
+    assert not torch.equal(merged[EMBED], vanilla[stored])  # merged, not θᵢ,vanilla's
+    if spec["method"] == "lpm":  # the embedding's rule: MERA's mean of the stage models on θ₀'s rows
+        rows = history.start(1)[EMBED].shape[0]
+        mean = torch.stack([history.vanilla(k)[EMBED][:rows] for k in (1, 2, 3)]).mean(0)
+        torch.testing.assert_close(merged[EMBED][:rows], mean, rtol=0, atol=1e-6)
 
 
 def test_write_merged_refuses_a_wrong_tensor_and_a_missing_key(tmp_path, tiny_tokenizer):

@@ -160,13 +160,19 @@ def load_state_file(path: Path) -> dict[str, torch.Tensor]:
 
 
 def test_merges_over_every_stage_run_at_each_stage_and_only_move_the_llm(comparison):
-    # TIES trims τ₁ at stage 1 already; LPM's stage 1 is θ₁,vanilla (ΔW₁ = τ₁), so it merges from stage 2.
-    for method, stages in (("TIES", (1, 2)), ("LPM", (2,))):
-        for index in stages:
+    # Stage 1 of TIES and LPM is the expert θ₁,vanilla (no merge phase, as MERA's); both merge from stage 2,
+    # under the published protocol's description (#17).
+    for method in ("TIES", "LPM"):
+        first = json.loads((stage_folder(comparison, method, 1) / "stage.json").read_text())
+        expert = json.loads((stage_folder(comparison, "Merge only", 1) / "stage.json").read_text())
+        assert first["checkpoint"] == expert["checkpoint"]
+        assert phase(comparison / "checkpoints" / first["checkpoint"])["description"]["phase"] != "merge"
+        for index in (2,):
             info = json.loads((stage_folder(comparison, method, index) / "stage.json").read_text())
             folder = comparison / "checkpoints" / info["checkpoint"]
             description = phase(folder)["description"]
             assert description["merge"]["method"] == method.lower() and len(description["stages"]) == index
+            assert description["protocol"] == "theta0-task-vectors"
             vanilla = load_state(comparison / "checkpoints" / phase(folder)["parent"])
             merged = load_state(folder)
             moved = {k for k in merged if not torch.equal(merged[k], vanilla[k])}

@@ -38,10 +38,12 @@ class StageUpdate:
 class CheckpointHistory:
     """`hf_mera.merging.StageHistory` over a method's checkpoints (stages 1 … `index`), lazily: each
     state dict is a `SafetensorsStateDict` over the checkpoint's files, in the model's key order (so a
-    merge draws its random masks in the order the in-memory model's state dict has)."""
+    merge reads the keys in the order the in-memory model's state dict has). `seed` (DARE's masks):
+    the run's, `method.run.seed`, unless given."""
 
-    def __init__(self, method, updates: list[StageUpdate]):
+    def __init__(self, method, updates: list[StageUpdate], seed: int | None = None):
         self.method, self.updates, self.index = method, updates, len(updates)
+        self.seed = seed if seed is not None or method is None else method.run.seed
         order, aliases = model_keys(updates[-1].vanilla.path)
         self.start = cache(lambda k: self._lazy(self.updates[k - 1].start, order, aliases))
         self.vanilla = cache(lambda k: self._lazy(self.updates[k - 1].vanilla, order, aliases))
@@ -90,6 +92,8 @@ def merge_phase(method, stage: StageContext, updates: list[StageUpdate]) -> Chec
             "stage": stage.index,
             "stages": [[u.start.key, u.vanilla.key] for u in updates],
         }
+        if merge.protocol is not None:  # new semantics, new checkpoints (none of MERA's: it has none)
+            description["protocol"] = merge.protocol
     else:  # MERA reads θᵢ₋₁ only (the description its checkpoints always had: "schedule" is its name)
         description = {
             "phase": "merge",
@@ -123,7 +127,7 @@ def model_keys(checkpoint_path) -> tuple[list[str], dict[str, str]]:
     from hf_mera import AnyModalityLlava, AnyModalityLlavaConfig
 
     config = AnyModalityLlavaConfig.from_pretrained(checkpoint_path)
-    # fork_rng: building the model must not move the global generator DARE draws its masks from.
+    # fork_rng: building the model must not move the global generator (the phase seeded it).
     with torch.random.fork_rng(devices=[]), torch.device("meta"):
         model = AnyModalityLlava(config)
     first: dict[int, str] = {}

@@ -17,10 +17,16 @@ each as it comes (`streaming.write_merged`), so a merge never needs a whole mode
 Tensors of θᵢ,vanilla are ours to overwrite: the merges write their result into them in place.
 
 Stage k's instruction tuning starts from θₖ,start (the previous stage's final LLM with this modality's
-placeholder row) and ends at θₖ,vanilla; its update is τₖ = θₖ,vanilla − θₖ,start, exactly Bₖ·Aₖ·scaling
-with LoRA. θ₀ is the LLM before stage 1's instruction tuning. Only the LLM is merged (`LLM_KEY_PATTERN`);
-encoders and connectors are always θᵢ,vanilla's. Embedding rows added after stage 1 (each modality's
-placeholder token) are outside θ₀'s shape: they are taken from θᵢ,vanilla.
+placeholder row) and ends at θₖ,vanilla (its increment θₖ,vanilla − θₖ,start is exactly Bₖ·Aₖ·scaling with
+LoRA). θ₀ is the LLM before stage 1's instruction tuning (`history.start(1)`), and stage k's task vector is
+τₖ = θₖ,vanilla − θ₀ (`task_vector`), as the published task-vector merges define it. Only the LLM is merged
+(`LLM_KEY_PATTERN`); encoders and connectors are always θᵢ,vanilla's. Embedding rows added after stage 1
+(each modality's placeholder token) are outside θ₀'s shape: they are taken from θᵢ,vanilla.
+
+Tied weights (the tiny Llama's `lm_head.weight` is its `embed_tokens.weight`) are one tensor under two
+keys: `tied_groups` finds them (shared storage in memory, one stored tensor in a file), and a merge that
+reads them computes the group once and gives every key of it the same tensor, so the load cannot keep
+two different results for one parameter.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ class StageHistory(Protocol):
     """What a stage merge may read about stages 1 … `index` (the caller loads it lazily)."""
 
     index: int
+    seed: int | None  # the run's seed: random merges (DARE) draw from streams seeded by it
 
     def start(self, k: int) -> StateDict:
         """θₖ,start, plain model keys."""
@@ -93,13 +100,40 @@ def block(shape: torch.Size) -> tuple[slice, ...]:
     return tuple(slice(0, s) for s in shape)
 
 
-def stage_update(history: StageHistory, k: int, key: str, shape: torch.Size) -> torch.Tensor:
-    """τₖ[key] on θ₀'s block `shape`, float32 (a new tensor): the stored LoRA product when stage k had one."""
+def task_vector(history: StageHistory, k: int, key: str, theta0: torch.Tensor) -> torch.Tensor:
+    """τₖ[key] = θₖ,vanilla − θ₀ on θ₀'s block (`theta0`, θ₀'s tensor), float32 (a new tensor).
+
+    With LoRA, θₖ,vanilla's checkpoint holds the adapter folded in (`merge_and_unload`, rounded to the
+    checkpoint's dtype), while the model that trained computed θₖ,start + Bₖ·Aₖ·scaling: for the keys
+    of the stored product ΔWₖ, τₖ = (θₖ,start − θ₀) + ΔWₖ (exact in float32: no bf16 rounding of a small
+    ΔWₖ against a large weight). Other keys (full fine-tuning, or frozen under LoRA) read θₖ,vanilla.
+    """
+    shape = block(theta0.shape)
     lora = history.lora_deltas(k)
-    if lora is not None:
-        delta = lora.get(key)
-        return torch.zeros(shape) if delta is None else delta.float()[block(shape)]
-    return history.vanilla(k)[key][block(shape)].float() - history.start(k)[key][block(shape)].float()
+    if lora is not None and key in lora:
+        return (history.start(k)[key][shape].float() - theta0.float()) + lora[key].float()[shape]
+    return history.vanilla(k)[key][shape].float() - theta0.float()
+
+
+def tied_groups(state: StateDict, keys: Sequence[str]) -> dict[str, str]:
+    """Each of `keys` → the first of `keys` (in `state`'s order) holding the same parameter: itself
+    when untied. The same parameter: one stored tensor of a lazily read file (`stored_key`), or in
+    memory one storage at the same offset with the same shape (what a tied model's `state_dict()` has)."""
+    wanted = set(keys)
+    stored_key = getattr(state, "stored_key", None)
+    first: dict[object, str] = {}
+    groups: dict[str, str] = {}
+    for key in state.keys():
+        if key not in wanted:
+            continue
+        if stored_key is not None:
+            ident: object = stored_key(key)
+        else:
+            t = state[key]
+            ident = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.dtype)
+            ident = ident if t.numel() else key  # empty tensors share no data
+        groups[key] = first.setdefault(ident, key)
+    return groups
 
 
 def fold(
@@ -124,11 +158,14 @@ class StageMerge:
 
     `skips(i)`: θᵢ = θᵢ,vanilla, no merge phase. `reads_history`: the merge reads every earlier stage
     (their checkpoints then key the merge phase); otherwise only θᵢ,start and θᵢ,vanilla.
+    `protocol`: when set, part of the merge phase's description (`trainers/merge.py`); a change of
+    what the merge computes sets a new one, so no checkpoint of the old semantics is reused.
     """
 
     name: str = "merge"
     help: str = ""
     reads_history: bool = True
+    protocol: str | None = None
 
     def __init__(self, **options: Any):
         if options:
@@ -215,6 +252,7 @@ __all__ = [
     "llm_keys",
     "merge_help",
     "register_merge",
-    "stage_update",
+    "task_vector",
+    "tied_groups",
     "writable_keys",
 ]

@@ -68,6 +68,7 @@ Assumptions (ours, none confirmed by the paper):
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -75,7 +76,16 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from .base import StageHistory, StageMerge, fold, llm_keys, register_merge, stage_update, writable_keys
+from .base import (
+    StageHistory,
+    StageMerge,
+    fold,
+    llm_keys,
+    register_merge,
+    task_vector,
+    tied_groups,
+    writable_keys,
+)
 from .lora import peft_key_to_model_key
 
 StateDict = Mapping[str, torch.Tensor]
@@ -419,14 +429,28 @@ def input_grams(
 class LPMMerge(StageMerge):
     """MAny's Low-rank Parameter Merging over the stages: per linear, ΔWᵢ minimises
     Σₖ ||Xₖ(ΔWₖ,stage − ΔW)ᵀ||² (+ ridge), recursively; weights without a Gram (embeddings, norms)
-    take MERA's 1/i average. Since every stage of our curriculum trains on top of the previous merge,
-    it runs with `deltas_from="merged"` (its identity-Gram case is MERA).
+    take MERA's 1/i average. ΔWₖ,stage is stage k's task vector θₖ,vanilla − θ₀ (`base.task_vector`,
+    `deltas_from="base"`; with LoRA (θₖ,start − θ₀) + Bₖ·Aₖ·scaling): every stage of our curriculum
+    trains on top of the previous merge, so this is the delta of the model stage k produced, the same
+    as ΔWₖ₋₁ + the stage's increment (`deltas_from="merged"`) without the rounding of the stored θₖ₋₁.
+    Its identity-Gram case is MERA. Stage 1 is the expert (`skips(1)`: ΔW₁ = τ₁ whatever G₁).
+
+    Tied weights follow the embedding's rule. A tied group (the tiny Llama's `lm_head.weight` is its
+    `embed_tokens.weight`) is one parameter and is merged once, by MERA's 1/i average, not by the
+    `lm_head` Gram rule: MAny's LPM merges "low-rank weight matrices", the LoRA modules of the LLM's
+    linear layers (its abstract; the paper's code is not public), and neither the embedding nor the
+    `lm_head` carries LoRA there; and the Gram of the `lm_head`'s inputs (final hidden states) says how
+    the matrix is read as an output layer only, nothing about its rows as input embeddings, whose
+    least-squares weighting (token counts) would differ. 1/i, the identity-Gram case, treats both roles
+    alike. An untied `lm_head` keeps its Gram rule.
 
     Options: `ridge` (ε / mean(diag G), default 1e-3), `gram_samples` (rows of Dₖ its input Grams Gₖ are
     taken on, through θₖ,vanilla), `normalize` (Gₖ = XᵀX / N, so that each stage weighs the same).
     """
 
     help = "θ₀ + ΔWᵢ, MAny's recursive least-squares merge on each layer's input Grams (ours, `lpm.py`)"
+    # Task vectors from θ₀ and tied weights merged once by 1/i (#17); part of its phase description.
+    protocol = "theta0-task-vectors"
 
     def __init__(self, ridge: float | None = None, gram_samples: int = 64, normalize: bool = True):
         if isinstance(gram_samples, bool) or not isinstance(gram_samples, int) or gram_samples < 1:
@@ -443,24 +467,38 @@ class LPMMerge(StageMerge):
     def tensors(self, history: StageHistory) -> Iterator[tuple[str, torch.Tensor]]:
         i = history.index
         start, vanilla = history.start(1), history.vanilla(i)
-        theta0 = llm_keys(start)
-        linear = [k for k in theta0 if k.endswith(".weight") and _dim(start, k) == 2 and "embed" not in k]
+        theta0 = set(llm_keys(start))
+        group = tied_groups(vanilla, [k for k in vanilla.keys() if k in theta0])
+        members = Counter(group.values())
+        linear = [
+            k
+            for k in group
+            if members[group[k]] == 1 and k.endswith(".weight") and _dim(start, k) == 2 and "embed" not in k
+        ]
         # The Grams are small (in × in per linear); the weights are then read one key at a time.
         grams = [history.grams(k, linear, self.gram_samples, self.normalize) for k in range(1, i + 1)]
-        theta0, writable = set(theta0), writable_keys(vanilla)
+        writable = writable_keys(vanilla)
+        done: dict[str, torch.Tensor] = {}  # a tied group's result, until its last key takes it
         for key, tensor in vanilla.items():
             if key not in theta0:
                 yield key, tensor
                 continue
-            base = start[key]
-            state = LPMState()
-            for k in range(1, i + 1):
-                # Gₖ is over the layer's full input; θ₀'s block of an output-growing weight keeps it.
-                update = stage_update(history, k, key, base.shape)
-                state = state.update(
-                    update, grams[k - 1].get(key), ridge=self.ridge, deltas_from="merged", key=key
-                )
-            yield key, fold(base, state.delta, 1.0, tensor, writable(key), key)
+            first = group[key]
+            if first not in done:
+                base = start[key]
+                state = LPMState()
+                for k in range(1, i + 1):
+                    # Gₖ is over the layer's full input; θ₀'s block of an output-growing weight keeps it.
+                    state = state.update(
+                        task_vector(history, k, key, base),
+                        grams[k - 1].get(key),
+                        ridge=self.ridge,
+                        deltas_from="base",
+                        key=key,
+                    )
+                done[first] = fold(base, state.delta, 1.0, tensor, writable(key), key)
+            members[first] -= 1
+            yield key, done[first] if members[first] else done.pop(first)
 
 
 def _dim(state: StateDict, key: str) -> int:

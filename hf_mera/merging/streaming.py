@@ -15,6 +15,9 @@ Tied weights (`lm_head.weight` = the embedding) are one tensor in the file but t
 `aliases` maps the second key to the stored one, so a merge sees the model's keys in the model's order
 (`order`) and its result for the second key lands on the stored tensor last, as `load_state_dict` of
 the in-memory merge does. The merge is then bitwise the in-memory one (`tests/test_merging_streaming.py`).
+The merges that read a tied group (`base.tied_groups`: here the keys of one stored tensor) merge it
+once and yield that tensor for each of its keys (holding it until its last key, e.g. the embedding
+until `lm_head`), so both writes carry the same bytes.
 """
 
 from __future__ import annotations
