@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -293,6 +293,13 @@ class MergeAndRealignTrainer(StagePublisher):
         ratio = self.method.realign_ratio
         return ratio if ratio is not None else self.method.replay_ratio
 
+    def realign_settings(self):
+        """`training.realign`, with the entry's `realign_epochs` as its epochs if given. Unset, the
+        settings (and so every realign phase's description and cached checkpoint) are unchanged."""
+        settings = self.run.training.realign
+        epochs = self.method.realign_epochs
+        return settings if epochs is None else replace(settings, num_train_epochs=epochs)
+
     def realign_connectors(self, stage: StageContext, checkpoint: Checkpoint) -> Checkpoint:
         from .realign import realign_phase
 
@@ -300,7 +307,7 @@ class MergeAndRealignTrainer(StagePublisher):
             stage,
             checkpoint,
             ratio=self.realign_ratio(),
-            settings=self.run.training.realign,
+            settings=self.realign_settings(),
             seed=self.run.seed,
             features=self.ws.features,
             is_main=self.ws.is_main,

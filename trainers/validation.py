@@ -62,6 +62,17 @@ def check_run(run: RunConfig) -> None:
                 f"methods[{i}].{field}: got 0, but method {method.name!r} realigns its connectors on that "
                 "share of the replay data: allowed: > 0 and <= 1 (or realign: false)."
             )
+        if method.realign_epochs is not None and not realigns:
+            raise ValueError(
+                f"methods[{i}].realign_epochs: method {method.name!r} does not realign its connectors, so "
+                "a realignment budget would change nothing: drop it or set realign: true."
+            )
+        if method.realign_epochs is not None and run.training.realign.max_steps > 0:
+            # Trainer's max_steps overrides the epochs: the field would be ignored without a word.
+            raise ValueError(
+                f"methods[{i}].realign_epochs: training.realign.max_steps is "
+                f"{run.training.realign.max_steps}, which overrides any number of epochs: set it to -1."
+            )
 
 
 __all__ = ["TRAINER_NAMES", "check_run"]

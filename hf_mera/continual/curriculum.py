@@ -272,6 +272,14 @@ class MethodConfig:
             "le": 1,
         },
     )
+    realign_epochs: float | None = field(
+        default=None,
+        metadata={
+            "help": "Realignment budget in epochs of its replay set, if not training.realign.num_train_epochs "
+            "(the sensitivity table, bench/sensitivity.py); needs training.realign.max_steps -1.",
+            "gt": 0,
+        },
+    )
     realign_first_stage: bool = field(
         default=False,
         metadata={
