@@ -98,15 +98,33 @@ REALIGN_PAIRS = {  # Table 5: base → with the realigning add-on
 }
 
 
-def start_run(
-    config: str, order: str, seed: int, output_dir: Path, methods: Sequence[str], threads: int | None
-) -> subprocess.Popen:
-    """Start (or resume) one curriculum in a subprocess logging to `<output_dir>.log`."""
-    command = [
+def run_command(
+    config: str,
+    order: str,
+    seed: int,
+    output_dir: Path,
+    methods: Sequence[str],
+    overrides: Sequence[str] = (),
+) -> list[str]:
+    """The `hf_mera/run.py` command of one curriculum; `overrides` (`--section.key value ...`) last."""
+    return [
         sys.executable, str(REPO / "hf_mera" / "run.py"), config,
         "--order", order, "--seed", str(seed), "--output_dir", str(output_dir),
-        "--methods", "[" + ", ".join(methods) + "]",
+        "--methods", "[" + ", ".join(methods) + "]", *overrides,
     ]  # fmt: skip
+
+
+def start_run(
+    config: str,
+    order: str,
+    seed: int,
+    output_dir: Path,
+    methods: Sequence[str],
+    threads: int | None,
+    overrides: Sequence[str] = (),
+) -> subprocess.Popen:
+    """Start (or resume) one curriculum in a subprocess logging to `<output_dir>.log`."""
+    command = run_command(config, order, seed, output_dir, methods, overrides)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     if threads:
@@ -115,7 +133,9 @@ def start_run(
     return subprocess.Popen(command, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT, env=env)
 
 
-def run_all(config: str, output_dirs: dict, methods: Sequence[str], jobs: int) -> None:
+def run_all(
+    config: str, output_dirs: dict, methods: Sequence[str], jobs: int, overrides: Sequence[str] = ()
+) -> None:
     """Every (order, seed) run, `jobs` at a time, each with its share of the cores."""
     threads = max(1, len(os.sched_getaffinity(0)) // jobs) if jobs > 1 else None
     pending, running = list(output_dirs.items()), {}
@@ -124,7 +144,7 @@ def run_all(config: str, output_dirs: dict, methods: Sequence[str], jobs: int) -
             (order, seed), folder = pending.pop(0)
             print(f"{order} seed {seed}: {len(methods)} methods → {folder}", flush=True)
             running[(order, seed)] = (
-                start_run(config, order, seed, folder, methods, threads),
+                start_run(config, order, seed, folder, methods, threads, overrides),
                 time.perf_counter(),
             )
         time.sleep(2)
