@@ -105,8 +105,6 @@ def val_overrides(extra: Sequence[str]) -> list[str]:
         key = item.split("=", 1)[0]
         if key in ("--evaluation.split", "--evaluation.cross_modal"):
             raise SystemExit(f"{key}: the sensitivity runs are scored on val only; drop this override.")
-        if item.startswith("-") and not item.startswith("--"):
-            raise SystemExit(f"{item}: overrides are --section.key value (see hf_mera/run.py --help).")
     return [*extra, *VAL_ONLY]
 
 

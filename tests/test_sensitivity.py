@@ -149,12 +149,14 @@ def test_every_run_is_scored_on_val_and_a_test_run_is_refused(tmp_path, monkeypa
     monkeypatch.setattr(bench.compare_methods.time, "sleep", lambda s: None)
     argv = ["--seeds", "0", "1", "--output-dir", str(tmp_path / "out"), "--ewc-lambdas", "1", "10"]
     argv += ["--replay-ratios", "--realign-epochs", "--model.backbone.text_pretrain_steps", "5"]
+    argv += ["--training.realign.max_steps", "-1"]  # a negative value is an override's value too
     assert bench.main(argv) == 0
     assert len(commands) == 2
     for command in commands:
         run = load_run_config(command[2], command[3:])  # what hf_mera/run.py reads from this command
         assert run.evaluation.split == "val" and run.evaluation.cross_modal is False
-        assert run.model.backbone.text_pretrain_steps == 5  # the extra override reached the run
+        # the extra overrides reached the run
+        assert run.model.backbone.text_pretrain_steps == 5 and run.training.realign.max_steps == -1
         assert [m.name for m in run.methods] == ["Experts", "EWC (λ 1)", "EWC (λ 10)"]
         assert command[-4:] == bench.VAL_ONLY
 
