@@ -109,8 +109,25 @@ def val_overrides(extra: Sequence[str]) -> list[str]:
 
 
 def check_val(folder: Path) -> None:
-    """Refuse a run folder that was not scored on val only (e.g. the comparison's, on test)."""
+    """Refuse a run folder that was not scored on val only (e.g. the comparison's, on test), or whose
+    run wrote raw scores only (no Relative Gain: an expert scored 0)."""
     import yaml
+
+    results = json.loads((folder / "results.json").read_text())
+    if results.get("relative_gain", "") is None:
+        zero = sorted(
+            f"{stage_modality}/{task}"
+            for record in results["records"]
+            if record.get("reference")
+            for stage in record["stages"]
+            for stage_modality, tasks in stage["scores"].items()
+            for task, score in tasks.items()
+            if score == 0
+        )
+        raise SystemExit(
+            f"{folder / 'results.json'}: raw scores only, no Relative Gain (the experts scored 0 on {zero}); "
+            "give the stages more training."
+        )
 
     config = yaml.safe_load((folder / "run_config.yaml").read_text())
     evaluation = config.get("evaluation", {})

@@ -166,3 +166,13 @@ def test_every_run_is_scored_on_val_and_a_test_run_is_refused(tmp_path, monkeypa
     write_run(tmp_path / "out" / "sequential-seed1", [fake_run("EWC (λ 1)", 0.8, 0.9, 1)], 1, split="test")
     with pytest.raises(SystemExit, match="split 'test'.*val-only runs"):
         bench.main([*argv, "--only-report"])
+    # A run whose experts scored 0 wrote raw scores only: named, not a KeyError.
+    expert = {
+        "name": "Experts",
+        "reference": True,
+        "stages": [{"scores": {"image": {"caption": 3.0, "qa": 0.0}}}],
+    }
+    raw = {"benchmark_hash": "h1", "records": [expert], "relative_gain": None}
+    (tmp_path / "out" / "sequential-seed1" / "results.json").write_text(json.dumps(raw))
+    with pytest.raises(SystemExit, match=r"no Relative Gain \(the experts scored 0 on \['image/qa'\]\)"):
+        bench.main([*argv, "--only-report"])
