@@ -4,13 +4,13 @@
   (`hf_mera/configs/accelerate/cpu-fsdp-2.yaml`);
 - DeepSpeed ZeRO-3: 2 processes on DeepSpeed's CPU accelerator over gloo
   (`cpu-deepspeed-zero3-2.yaml`; skipped when deepspeed is not installed), with Replay and
-  realignment (batches of mixed modalities).
+  realignment (batches of mixed modalities) and EWC (its penalty on ZeRO-3's partitioned weights).
 
 The curriculum (image → audio, LoRA, a few steps) covers every phase: connector pre-training, LoRA
 instruction tuning with EWC (penalty during training, Fisher after it) and Replay, LPM's merge (its
 Grams through θₖ,vanilla), realignment, PathWeave's adapters, evaluation with generation and stage
 publishing. A sharded run must save whole checkpoints (gathered full state dicts) that match the
-unsharded run's within float tolerance, and the same scores.
+unsharded run's within float tolerance, the same scores and the same logged EWC penalty.
 """
 
 from __future__ import annotations
@@ -107,6 +107,7 @@ def test_fsdp_two_processes_match_one(data_root, reference, tmp_path):
     phases, extra_files = compare_runs(reference, sharded, methods=2)
     assert {"pretrain-audio", "it-image", "it-audio", "merge-audio", "realign-audio"} <= phases
     assert extra_files == {"lora_deltas.safetensors", "plugin-ewc.safetensors"}
+    assert_same_penalties(reference, out)
 
 
 def test_deepspeed_zero3_two_processes_match_one(data_root, reference, tmp_path):
@@ -122,7 +123,6 @@ def test_deepspeed_zero3_two_processes_match_one(data_root, reference, tmp_path)
         overrides(data_root, sharded, 4, [EWC, MERGE, PATHWEAVE]),
         launcher=launch("cpu-deepspeed-zero3-2.yaml"),
     )
-    (tmp_path / "log.txt").write_text(out)
     assert "2 process(es), DistributedType.DEEPSPEED, this is process 1" in out
     assert_gathered(out, {"ConnectorPretrainTrainer", "InstructionTuningTrainer", "RealignTrainer"})
     # Realignment's rows mix both modalities: every process runs both connectors on every step
@@ -133,15 +133,19 @@ def test_deepspeed_zero3_two_processes_match_one(data_root, reference, tmp_path)
     phases, extra_files = compare_runs(reference, sharded, methods=3)
     assert {"pretrain-audio", "it-image", "it-audio", "merge-audio", "realign-audio"} <= phases
     assert extra_files == {"lora_deltas.safetensors", "plugin-ewc.safetensors"}
-    # EWC's stage-2 penalty as logged: the whole penalty on every process, as one process logs it.
+    assert_same_penalties(reference, out)
+
+
+def assert_same_penalties(reference: Path, out: str) -> None:
+    """EWC's stage-2 penalty as logged (`plugin_penalty`): the whole penalty on every process, as one
+    process logs it (4 significant digits)."""
+
+    def penalties(log: str) -> list[float]:
+        return [float(v) for v in re.findall(r"'plugin_penalty': '?([0-9.e+-]+)", log)]
+
     ours, theirs = penalties((reference.parent / "log.txt").read_text()), penalties(out)
     assert theirs and len(theirs) == len(ours) and any(v > 0 for v in theirs)
     torch.testing.assert_close(torch.tensor(theirs), torch.tensor(ours), rtol=1e-3, atol=0)
-
-
-def penalties(log: str) -> list[float]:
-    """The `plugin_penalty` values a run logged, in order."""
-    return [float(v) for v in re.findall(r"'plugin_penalty': '?([0-9.e+-]+)", log)]
 
 
 def compare_runs(single: Path, sharded: Path, methods: int) -> tuple[set[str], set[str]]:
