@@ -34,9 +34,11 @@ ENGINES = {
     "ZeRO-2": CONFIGS / "deepspeed-zero2.yaml",
     "ZeRO-3": CONFIGS / "deepspeed-zero3.yaml",
 }
-# What every engine runs: ZeRO-3 refuses EWC and desynchronises on batches of mixed modalities
-# (Replay, realignment; docs/sharding.md), which FSDP2 runs on CPU in tests/test_sharded.py.
-METHODS = "[{name: LPM merge, type: mera, merge: lpm, realign: false}, {name: PathWeave, type: pathweave}]"
+# What every engine runs (EWC's penalty under ZeRO-3: gathered term by term, docs/sharding.md).
+METHODS = (
+    "[{name: LPM merge, type: mera, merge: lpm, realign: false}, {name: PathWeave, type: pathweave}, "
+    "{name: EWC, type: ewc, merge: lpm, plugins: [{name: ewc, lambda_: 1000000}]}]"
+)
 TOLERANCE = 1e-2  # bf16 frozen weights: a few rounding steps of a bf16 value
 
 

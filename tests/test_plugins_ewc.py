@@ -24,7 +24,7 @@ from hf_mera.continual.plugins import (
     load_plugin_states,
     save_plugin_states,
 )
-from hf_mera.continual.plugins.ewc import LLM_PREFIXES, EWCPlugin, fisher_diagonal
+from hf_mera.continual.plugins.ewc import LLM_PREFIXES, EWCPlugin, fisher_diagonal, precomputed_grad
 from hf_mera.data.collator import MultimodalCollator
 from trainers import InstructionTuningConfig, InstructionTuningTrainer
 
@@ -162,6 +162,33 @@ def test_penalty_and_its_gradient_against_a_hand_computation():
             assert p.grad.abs().sum() > 0
         else:  # the connector trains but has no Fisher; frozen encoders and connectors get nothing
             assert p.grad is None, n
+
+
+def test_precomputed_grad_is_autograd_and_never_reads_the_weights_in_backward():
+    """ZeRO-3's path for the penalty: the value and gradient of a LoRA-shaped term F ⊙ (B·A·s − θᵢ)²
+    equal plain autograd's, scaled by the incoming gradient, whatever the weights hold by the time
+    backward runs."""
+    generator = torch.Generator().manual_seed(0)
+    fisher, anchor = torch.rand(6, 5, generator=generator), torch.randn(6, 5, generator=generator)
+
+    def make():
+        b = torch.nn.Parameter(torch.randn(6, 2, generator=torch.Generator().manual_seed(1)))
+        a = torch.nn.Parameter(torch.randn(2, 5, generator=torch.Generator().manual_seed(2)))
+        return b, a, lambda: (fisher * (b @ a * 0.5 - anchor).square()).sum()
+
+    b, a, fn = make()
+    (2.0 * fn()).backward()  # (a power of two: the scaling is exact, the comparison bitwise)
+    b2, a2, fn2 = make()
+    value = precomputed_grad(fn2, [b2, a2])
+    torch.testing.assert_close(value, fn().detach(), rtol=0, atol=0)
+    assert value.grad_fn is not None and a2.grad is None and b2.grad is None  # nothing accumulated yet
+    # Backward never reads the weights: between the penalty's gather and the module's backward ZeRO-3
+    # releases them (here: NaN, which any read would spread into the gradients).
+    b2.data, a2.data = torch.full_like(b2, float("nan")), torch.full_like(a2, float("nan"))
+    (2.0 * value).backward()
+    torch.testing.assert_close(b2.grad, b.grad, rtol=0, atol=0)
+    torch.testing.assert_close(a2.grad, a.grad, rtol=0, atol=0)
+    assert b.grad.abs().sum() > 0 and a.grad.abs().sum() > 0
 
 
 def test_lora_penalty_is_the_full_weight_penalty_of_the_merged_weights(tmp_path):

@@ -4,13 +4,13 @@
   (`hf_mera/configs/accelerate/cpu-fsdp-2.yaml`);
 - DeepSpeed ZeRO-3: 2 processes on DeepSpeed's CPU accelerator over gloo
   (`cpu-deepspeed-zero3-2.yaml`; skipped when deepspeed is not installed), with Replay and
-  realignment (batches of mixed modalities).
+  realignment (batches of mixed modalities) and EWC (its penalty on ZeRO-3's partitioned weights).
 
 The curriculum (image → audio, LoRA, a few steps) covers every phase: connector pre-training, LoRA
 instruction tuning with EWC (penalty during training, Fisher after it) and Replay, LPM's merge (its
 Grams through θₖ,vanilla), realignment, PathWeave's adapters, evaluation with generation and stage
 publishing. A sharded run must save whole checkpoints (gathered full state dicts) that match the
-unsharded run's within float tolerance, and the same scores.
+unsharded run's within float tolerance, the same scores and the same logged EWC penalty.
 """
 
 from __future__ import annotations
@@ -26,7 +26,12 @@ from helpers import REPO, load_state, nested_close, scores_of, start_cli, tiny_o
 
 pytestmark = pytest.mark.slow
 
-EWC = "{name: EWC+Replay+LPM, type: ewc, merge: lpm, realign: true, plugins: [{name: replay, ratio: 0.1}]}"
+# λ = 1e6: EWC's penalty (λ/2·Σ F (θ − θ₁)², about 1e-7 per unit of λ after stage 2's 3 LoRA steps) then
+# steers stage 2's updates, so a wrong or missing penalty gradient moves its checkpoints and logged penalty.
+EWC = (
+    "{name: EWC+Replay+LPM, type: ewc, merge: lpm, realign: true, "
+    "plugins: [{name: ewc, lambda_: 1000000}, {name: replay, ratio: 0.1}]}"
+)
 # Replay's image rows among audio's and realignment's mixed rows: under ZeRO-3 some process's batch
 # lacks a modality (the all-gathers must still match, `run_absent_modalities`).
 MERGE = "{name: Replay+LPM+realign, type: mera, merge: lpm, realign: true, plugins: [{name: replay, ratio: 0.25}]}"
@@ -79,7 +84,8 @@ def data_root(tmp_path_factory):
 def reference(data_root, tmp_path_factory) -> Path:
     """One process, batch 8, every method either sharded run uses."""
     out = tmp_path_factory.mktemp("single") / "run"
-    run(overrides(data_root, out, 8, [EWC, MERGE, PATHWEAVE]))
+    log = run(overrides(data_root, out, 8, [EWC, MERGE, PATHWEAVE]))
+    (out.parent / "log.txt").write_text(log)
     return out
 
 
@@ -98,20 +104,24 @@ def test_fsdp_two_processes_match_one(data_root, reference, tmp_path):
     assert "2 process(es), DistributedType.FSDP, this is process 1" in out
     assert_gathered(out, {"ConnectorPretrainTrainer", "InstructionTuningTrainer", "RealignTrainer"})
     assert not list((sharded / "checkpoints").glob(".tmp-*"))
-    phases, extra_files = compare_runs(reference, sharded)
+    phases, extra_files = compare_runs(reference, sharded, methods=2)
     assert {"pretrain-audio", "it-image", "it-audio", "merge-audio", "realign-audio"} <= phases
     assert extra_files == {"lora_deltas.safetensors", "plugin-ewc.safetensors"}
+    assert_same_penalties(reference, out)
 
 
 def test_deepspeed_zero3_two_processes_match_one(data_root, reference, tmp_path):
-    """ZeRO-3: connector pre-training, LoRA instruction tuning with Replay, LPM's merge of the
+    """ZeRO-3: connector pre-training, LoRA instruction tuning with EWC and Replay, LPM's merge of the
     gathered checkpoints, realignment, PathWeave. Replay and realignment mix modalities in a batch, so
     a process's batch of 4 often lacks one; every process still runs every connector
-    (`run_absent_modalities`), else ZeRO-3's per-module all-gathers stop matching (gloo aborts)."""
+    (`run_absent_modalities`), else ZeRO-3's per-module all-gathers stop matching (gloo aborts).
+    EWC's penalty reads ZeRO-3's partitioned LoRA factors inside a gather, with its gradient computed
+    there (`precomputed_grad`): stage 2's checkpoints, Fisher and anchor and the logged penalty match."""
     pytest.importorskip("deepspeed")
     sharded = tmp_path / "zero3"
     out = run(
-        overrides(data_root, sharded, 4, [MERGE, PATHWEAVE]), launcher=launch("cpu-deepspeed-zero3-2.yaml")
+        overrides(data_root, sharded, 4, [EWC, MERGE, PATHWEAVE]),
+        launcher=launch("cpu-deepspeed-zero3-2.yaml"),
     )
     assert "2 process(es), DistributedType.DEEPSPEED, this is process 1" in out
     assert_gathered(out, {"ConnectorPretrainTrainer", "InstructionTuningTrainer", "RealignTrainer"})
@@ -120,19 +130,32 @@ def test_deepspeed_zero3_two_processes_match_one(data_root, reference, tmp_path)
     assert re.search(
         r"RealignTrainer: ZeRO-3: every step runs the modules of (audio, image|image, audio) \(", out
     )
-    phases, extra_files = compare_runs(reference, sharded)
+    phases, extra_files = compare_runs(reference, sharded, methods=3)
     assert {"pretrain-audio", "it-image", "it-audio", "merge-audio", "realign-audio"} <= phases
-    assert extra_files == {"lora_deltas.safetensors"}
+    assert extra_files == {"lora_deltas.safetensors", "plugin-ewc.safetensors"}
+    assert_same_penalties(reference, out)
 
 
-def compare_runs(single: Path, sharded: Path) -> tuple[set[str], set[str]]:
+def assert_same_penalties(reference: Path, out: str) -> None:
+    """EWC's stage-2 penalty as logged (`plugin_penalty`): the whole penalty on every process, as one
+    process logs it (4 significant digits)."""
+
+    def penalties(log: str) -> list[float]:
+        return [float(v) for v in re.findall(r"'plugin_penalty': '?([0-9.e+-]+)", log)]
+
+    ours, theirs = penalties((reference.parent / "log.txt").read_text()), penalties(out)
+    assert theirs and len(theirs) == len(ours) and any(v > 0 for v in theirs)
+    torch.testing.assert_close(torch.tensor(theirs), torch.tensor(ours), rtol=1e-3, atol=0)
+
+
+def compare_runs(single: Path, sharded: Path, methods: int) -> tuple[set[str], set[str]]:
     """Every phase checkpoint behind every stage `sharded` published, the extra tensors saved beside
     them and its scores equal `single`'s within `ATOL`; returns the phases compared and the extra
     files' names."""
     from safetensors.torch import load_file
 
     compared, extra_files, stages = set(), set(), sorted(sharded.glob("*/stage-*"))
-    assert len(stages) == 4  # two methods, two stages each
+    assert len(stages) == 2 * methods  # two stages each
     for twin in stages:
         stage_dir = single / twin.relative_to(sharded)
         assert (twin / "README.md").is_file() and (twin / "stage.json").is_file()  # published, with a card

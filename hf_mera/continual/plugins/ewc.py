@@ -34,10 +34,25 @@ is covered. For a Llama:
   ``embed_tokens`` (with ``lm_head`` when the two are tied) and an untied ``lm_head``. The
   placeholder row the next modality adds to the embeddings has no Fisher, like its connector.
 
-**Sharded training** (FSDP2 through `accelerate launch`): the penalty reads whole tensors
-(`whole`: sharded parameters are all-gathered, with the gradient flowing back to each shard), and
-the Fisher is estimated after training on the whole model the trainer gathers
-(`trainers.distributed`), so both equal the unsharded ones.
+**Sharded training** (`accelerate launch`): the Fisher and anchor are taken after training from the
+whole model the trainer gathers (`trainers.distributed`), identically on every process, so they are
+whole tensors equal to the unsharded ones under every engine. The penalty reads whole tensors too:
+
+- FSDP2: `whole` all-gathers a `DTensor` (`full_tensor()`, differentiable), the gradient flows back
+  to each shard;
+- DeepSpeed ZeRO-3: a parameter is partitioned outside its module's forward, and a copy gathered
+  with `deepspeed.zero.GatheredParameters` carries no autograd history back to the partition. So each
+  term is computed inside that gather together with its exact gradient (`precomputed_grad`: one
+  `torch.autograd.grad` on the whole tensors), and the penalty enters the loss as a node whose
+  backward returns that saved gradient without reading the weights again. Autograd adds it to the
+  model's own gradient in the parameter's one `AccumulateGrad`, so ZeRO-3 reduce-scatters the sum
+  once, as for any weight: exact (the same arithmetic as without sharding), and the logged
+  `plugin_penalty` is the whole penalty. Cost per step: one more all-gather of the covered weights
+  (term by term, so one weight at a time) and their whole gradients kept until backward (LoRA: the
+  factors; full fine-tuning: the LLM's size in its dtype, beside the Fisher and anchor every process
+  already holds whole).
+
+DDP and ZeRO-2 keep whole weights: the plain path.
 
 Memory: Fisher (float32) plus anchor (the weights' dtype) of the covered weights, e.g. about
 12 bytes per parameter for a float32 LLM; `state_nbytes()` reports it and each stage logs it.
@@ -126,13 +141,62 @@ def whole(tensor: torch.Tensor) -> torch.Tensor:
     full_tensor = getattr(tensor, "full_tensor", None)
     if callable(full_tensor):
         return full_tensor()
-    if hasattr(tensor, "ds_id") and tensor.numel() == 0:
+    if _partitioned(tensor) and tensor.numel() == 0:  # a ZeRO-3 partition: read it inside `_gathered`
         raise ValueError(
-            "Plugin 'ewc': the model's weights are partitioned by DeepSpeed ZeRO-3, whose gathered "
-            "weights carry no gradient outside a module's forward; run EWC under FSDP2 "
-            "(fsdp.yaml), ZeRO-2 or DDP."
+            f"Plugin 'ewc': a DeepSpeed ZeRO-3 parameter (ds_id {tensor.ds_id}, shape {tuple(tensor.ds_shape)}) "
+            "was read outside deepspeed.zero.GatheredParameters, where it holds no data."
         )
     return tensor
+
+
+def _partitioned(tensor: torch.Tensor) -> bool:
+    """Whether `tensor` is a parameter DeepSpeed ZeRO-3 partitions (it carries a `ds_id`)."""
+    return hasattr(tensor, "ds_id")
+
+
+def _gathered(params: list[torch.Tensor]):
+    """Whole ZeRO-3 parameters for the block (`deepspeed.zero.GatheredParameters`: an all-gather every
+    process runs in the same order, the partitions restored on exit); nothing to do for others."""
+    import contextlib
+
+    if not any(_partitioned(p) for p in params):
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
+
+
+class _PrecomputedGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, fn, *params):
+        with torch.enable_grad():
+            value = fn()
+            grads = torch.autograd.grad(value, params)
+        ctx.save_for_backward(*grads)
+        return value.detach()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return (None, *(grad_output * g for g in ctx.saved_tensors))
+
+
+def precomputed_grad(fn: Callable[[], torch.Tensor], params: list[torch.Tensor]) -> torch.Tensor:
+    """`fn()` (a scalar of `params`, which must require grad) as a differentiable node whose gradient
+    is computed now, while `params` hold their data, and only replayed in backward (times the
+    incoming gradient): backward never reads `params` again, so they may be released (ZeRO-3) in
+    between. Exact: the same `torch.autograd.grad` the loss's backward would run. The gradient goes
+    to the parameters themselves (their `AccumulateGrad`, where it adds to the model's own); `fn`'s
+    graph is freed at once. Memory: one gradient per parameter, kept until backward."""
+    return _PrecomputedGrad.apply(fn, *params)
+
+
+def _term(fisher: torch.Tensor, diff: Callable[[], torch.Tensor], params: list[torch.nn.Parameter]):
+    """Σ F ⊙ (θ − θᵢ)² of one weight. Under ZeRO-3 its parameters are gathered for the term and its
+    gradient (`precomputed_grad`); elsewhere (one process, DDP, ZeRO-2, FSDP2) plain autograd."""
+    if not any(_partitioned(p) for p in params):
+        return (fisher * diff().square()).sum()
+    with _gathered(params):
+        return precomputed_grad(lambda: (fisher * diff().square()).sum(), params)
 
 
 def _leading(shape: torch.Size) -> tuple[slice, ...]:
@@ -196,11 +260,14 @@ class EWCPlugin(ContinualPlugin):
         terms = self._terms(model)
         if not terms:
             return None
-        total = sum((fisher * diff().square()).sum() for fisher, diff in terms)
+        total = sum(_term(fisher, diff, params) for fisher, diff, params in terms)
         return self.lambda_ / 2 * total
 
-    def _terms(self, model: nn.Module) -> list[tuple[torch.Tensor, Callable[[], torch.Tensor]]]:
-        """(F, a function giving θ − θᵢ) per covered weight that trains in `model`, cached per model.
+    def _terms(
+        self, model: nn.Module
+    ) -> list[tuple[torch.Tensor, Callable[[], torch.Tensor], list[torch.nn.Parameter]]]:
+        """(F, a function giving θ − θᵢ, the trainable parameters it reads) per covered weight that
+        trains in `model`, cached per model.
 
         Scanning the model also records which LLM weights it trains, for this stage's Fisher. Frozen
         weights are left out: their term is a constant with no gradient.
@@ -218,12 +285,15 @@ class EWCPlugin(ContinualPlugin):
             anchor = self.anchor[key] = self.anchor[key].to(fisher.device)
             source = live[key]
             if isinstance(source, torch.Tensor):  # the parameter itself: θ − θᵢ
-                terms.append((fisher, lambda p=source, i=index, a=anchor: whole(p)[i].float() - a.float()))
+                diff = lambda p=source, i=index, a=anchor: whole(p)[i].float() - a.float()  # noqa: E731
+                terms.append((fisher, diff, [source]))
             else:  # a LoRA'd linear: θ − θᵢ = (W_base − θᵢ) + B·A·scaling, exactly B·A·scaling when W_base = θᵢ
                 module, adapter = source
-                offset = whole(module.base_layer.weight.detach())[index].float() - anchor.float()
+                with _gathered([module.base_layer.weight]):
+                    offset = whole(module.base_layer.weight.detach())[index].float() - anchor.float()
                 offset = offset if torch.count_nonzero(offset) else None
-                terms.append((fisher, lambda m=module, d=adapter, i=index, o=offset: _lora_diff(m, d, i, o)))
+                diff = lambda m=module, d=adapter, i=index, o=offset: _lora_diff(m, d, i, o)  # noqa: E731
+                terms.append((fisher, diff, [module.lora_B[adapter].weight, module.lora_A[adapter].weight]))
         self._cache = (weakref.ref(model), terms)
         return terms
 
@@ -357,4 +427,4 @@ def _lora_diff(module, adapter: str, index: tuple[slice, ...], offset: torch.Ten
     return delta if offset is None else delta + offset
 
 
-__all__ = ["EWCPlugin", "fisher_diagonal", "whole"]
+__all__ = ["EWCPlugin", "fisher_diagonal", "precomputed_grad", "whole"]
