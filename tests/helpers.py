@@ -40,6 +40,7 @@ TRAIN_ROWS_PER_TASK = 24
 def tiny_overrides(
     data_root: Path, output_dir: Path, order: str = "[image, audio]", lora: bool = False, batch: int = 8
 ) -> list[str]:
+    """The quickstart cut to a tiny curriculum; full fine-tuning unless `lora` (the quickstart's LoRA)."""
     return [
         "--output_dir", str(output_dir),
         "--order", order,
@@ -49,11 +50,16 @@ def tiny_overrides(
         "--model.backbone.num_layers", "2",
         "--model.backbone.text_pretrain_steps", "10",
         "--model.backbone.text_pretrain_batch_size", "16",
+        # The quickstart's text instruction phase (300 steps) cut to 2, so it still runs here.
+        "--model.backbone.text_instruct_steps", "2",
+        "--model.backbone.text_instruct_batch_size", "8",
         "--training.connector_pretrain.max_steps", "3",
         "--training.connector_pretrain.per_device_train_batch_size", str(batch),
         "--training.instruction_tuning.max_steps", "3",
         "--training.instruction_tuning.per_device_train_batch_size", str(batch),
         "--training.instruction_tuning.use_lora", str(lora).lower(),
+        # Full fine-tuning's 5e-4 for both (the quickstart's 5e-3 is LoRA's): the e2e checks were set at it.
+        "--training.instruction_tuning.learning_rate", "0.0005",
         "--training.instruction_tuning.lora_r", "4",
         "--training.instruction_tuning.lora_alpha", "8",
         "--training.realign.max_steps", "2",

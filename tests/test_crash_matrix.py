@@ -42,6 +42,7 @@ def run_args(data_root: Path) -> list[str]:
         "--data.root", str(data_root), "--data.embedded", SIZES,
         "--model.backbone.hidden_size", "32", "--model.backbone.num_layers", "2",
         "--model.backbone.text_pretrain_steps", "10", "--model.backbone.text_pretrain_batch_size", "16",
+        "--model.backbone.text_instruct_steps", "2", "--model.backbone.text_instruct_batch_size", "8",
         "--training.connector_pretrain.max_steps", "3",
         "--training.connector_pretrain.per_device_train_batch_size", "8",
         "--training.instruction_tuning.max_steps", "3",

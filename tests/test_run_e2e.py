@@ -204,7 +204,7 @@ def test_quickstart_end_to_end_mera_keeps_more_than_fine_tuning(tmp_path):
         "--output_dir", str(out),
         "--data.root", str(tmp_path / "bench"),
         "--data.embedded", "{caption_train: 200, qa_train: 200, caption_test: 40, qa_test: 40, cross_test: 40}",
-        "--model.backbone.text_pretrain_steps", "120",
+        "--model.backbone.text_pretrain_steps", "120", "--model.backbone.text_instruct_steps", "180",
         "--training.connector_pretrain.max_steps", "60",
         "--training.instruction_tuning.max_steps", "120",
         "--training.realign.max_steps", "40",
