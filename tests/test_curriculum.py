@@ -35,7 +35,20 @@ def test_quickstart_is_the_papers_regime():
 
 def test_compare_is_the_regime_with_test_sets_that_rank():
     regime, compare = load_run_config("quickstart"), load_run_config("compare")
-    assert compare.model == regime.model and compare.training == regime.training
+    assert compare.model == regime.model
+    tuning, base = compare.training.instruction_tuning, regime.training.instruction_tuning
+    assert (tuning.use_lora, tuning.lora_r, tuning.lora_alpha, tuning.learning_rate) == (
+        base.use_lora,
+        base.lora_r,
+        base.lora_alpha,
+        base.learning_rate,
+    )
+    # the budget that made experts converge on val: Table 9's batch 16, realignment at the same batch
+    # and epochs as instruction tuning (the paper: 1 epoch each)
+    rows = compare.data.embedded["caption_train"] + compare.data.embedded["qa_train"]
+    epochs = tuning.max_steps * tuning.per_device_train_batch_size / rows
+    assert tuning.per_device_train_batch_size == compare.training.realign.per_device_train_batch_size == 16
+    assert epochs == compare.training.realign.num_train_epochs > 8
     sizes = compare.data.embedded
     # issue #17: one task's standard error <= 3 points, sqrt(0.25 / n) <= 0.03, needs n >= 278
     assert min(sizes["caption_test"], sizes["qa_test"], sizes["cross_test"]) >= 300

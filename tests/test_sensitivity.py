@@ -18,7 +18,7 @@ from hf_mera.evaluation.intervals import t_interval
 
 ORDER = ["image", "audio"]
 EXPERT = {"image": {"caption": 100.0, "qa": 0.5}, "audio": {"caption": 100.0, "qa": 0.5}}
-GRIDS = {"ewc_lambda": [1.0, 100.0], "replay_ratio": [0.05, 0.1], "realign_epochs": [1.0, 8.0]}
+GRIDS = {"ewc_lambda": [1.0, 100.0], "replay_ratio": [0.05, 0.1], "realign_epochs": [1.0, 32.0]}
 
 
 def load_bench():
@@ -85,7 +85,7 @@ def test_report_gives_each_grid_value_its_val_gains_with_t_intervals(tmp_path):
             ("5 %", ""),
             ("10 %", "paper, comparison"),
             ("1", "paper (Table 9)"),
-            ("8", "compare.yaml, comparison"),
+            ("32", "compare.yaml, comparison"),
         ]
     ):
         backward, forward = cells(index)
@@ -117,10 +117,10 @@ def test_grid_entries_are_valid_curriculum_methods():
     assert lambdas == [1, 10, 100, 1000, 10000]
     assert [m.replay_ratio for m in run.methods if m.type == "replay"] == [0.01, 0.05, 0.1, 0.2]
     mera = [m for m in run.methods if m.type == "mera"]
-    assert [m.realign_epochs for m in mera] == [1, 2, 4, 8, 16]
+    assert [m.realign_epochs for m in mera] == [1, 4, 8, 16, 32]
     assert {m.replay_ratio for m in mera} == {0.1} and all(m.realign_ratio is None for m in mera)
     # The defaults the grids mark are the paper's and the comparison's config.
-    assert run.training.realign.num_train_epochs == 8 and run.training.realign.max_steps <= 0
+    assert run.training.realign.num_train_epochs == 32 and run.training.realign.max_steps <= 0
     assert by_name["EWC (λ 1)"].plugins == [{"name": "ewc", "lambda_": 1.0}]
 
 
