@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -134,6 +135,25 @@ def tied_groups(state: StateDict, keys: Sequence[str]) -> dict[str, str]:
             ident = ident if t.numel() else key  # empty tensors share no data
         groups[key] = first.setdefault(ident, key)
     return groups
+
+
+def once_per_tied_group(
+    vanilla: StateDict, group: Mapping[str, str], merge: Callable[[str, torch.Tensor], torch.Tensor]
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """θᵢ's (key, tensor) pairs in θᵢ,vanilla's order: each key of `group` (from `tied_groups`) gets
+    `merge(key, tensor)`, computed once per tied group at its first key and handed to every key of it
+    (kept only until its last key takes it); the keys outside `group` pass through as θᵢ,vanilla's."""
+    members = Counter(group.values())
+    done: dict[str, torch.Tensor] = {}
+    for key, tensor in vanilla.items():
+        if key not in group:
+            yield key, tensor
+            continue
+        first = group[key]
+        if first not in done:
+            done[first] = merge(key, tensor)
+        members[first] -= 1
+        yield key, done[first] if members[first] else done.pop(first)
 
 
 def fold(
@@ -251,6 +271,7 @@ __all__ = [
     "is_llm_key",
     "llm_keys",
     "merge_help",
+    "once_per_tied_group",
     "register_merge",
     "task_vector",
     "tied_groups",

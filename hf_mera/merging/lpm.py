@@ -81,6 +81,7 @@ from .base import (
     StageMerge,
     fold,
     llm_keys,
+    once_per_tied_group,
     register_merge,
     task_vector,
     tied_groups,
@@ -478,27 +479,22 @@ class LPMMerge(StageMerge):
         # The Grams are small (in × in per linear); the weights are then read one key at a time.
         grams = [history.grams(k, linear, self.gram_samples, self.normalize) for k in range(1, i + 1)]
         writable = writable_keys(vanilla)
-        done: dict[str, torch.Tensor] = {}  # a tied group's result, until its last key takes it
-        for key, tensor in vanilla.items():
-            if key not in theta0:
-                yield key, tensor
-                continue
-            first = group[key]
-            if first not in done:
-                base = start[key]
-                state = LPMState()
-                for k in range(1, i + 1):
-                    # Gₖ is over the layer's full input; θ₀'s block of an output-growing weight keeps it.
-                    state = state.update(
-                        task_vector(history, k, key, base),
-                        grams[k - 1].get(key),
-                        ridge=self.ridge,
-                        deltas_from="base",
-                        key=key,
-                    )
-                done[first] = fold(base, state.delta, 1.0, tensor, writable(key), key)
-            members[first] -= 1
-            yield key, done[first] if members[first] else done.pop(first)
+
+        def merge(key: str, tensor: torch.Tensor) -> torch.Tensor:
+            base = start[key]
+            state = LPMState()
+            for k in range(1, i + 1):
+                # Gₖ is over the layer's full input; θ₀'s block of an output-growing weight keeps it.
+                state = state.update(
+                    task_vector(history, k, key, base),
+                    grams[k - 1].get(key),
+                    ridge=self.ridge,
+                    deltas_from="base",
+                    key=key,
+                )
+            return fold(base, state.delta, 1.0, tensor, writable(key), key)
+
+        yield from once_per_tied_group(vanilla, group, merge)
 
 
 def _dim(state: StateDict, key: str) -> int:

@@ -47,7 +47,6 @@ bit (DARE: given the same draws). peft is imported when a merge runs (it is slow
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar, Literal
 
@@ -58,6 +57,7 @@ from .base import (
     StageMerge,
     fold,
     llm_keys,
+    once_per_tied_group,
     register_merge,
     task_vector,
     tied_groups,
@@ -216,27 +216,21 @@ class TaskVectorMerge(StageMerge):
         merged_keys = set(llm_keys(start))
         weights = WEIGHTINGS[self.weights](i)
         writable = writable_keys(vanilla)
+
+        def merge(key: str, tensor: torch.Tensor) -> torch.Tensor:
+            base = start[key]
+            updates = [task_vector(history, k, key, base) for k in range(1, i + 1)]
+            mixed = self.combine(
+                updates,
+                weights,
+                density=self.density,
+                majority_sign_method=self.majority_sign_method,
+                generators=self.generators(history, key),
+            )
+            return fold(base, mixed, self.scale, tensor, writable(key), key)
+
         group = tied_groups(vanilla, [k for k in vanilla.keys() if k in merged_keys])
-        members = Counter(group.values())
-        done: dict[str, torch.Tensor] = {}  # a tied group's result, until its last key takes it
-        for key, tensor in vanilla.items():
-            if key not in merged_keys:
-                yield key, tensor
-                continue
-            first = group[key]
-            if first not in done:
-                base = start[key]
-                updates = [task_vector(history, k, key, base) for k in range(1, i + 1)]
-                mixed = self.combine(
-                    updates,
-                    weights,
-                    density=self.density,
-                    majority_sign_method=self.majority_sign_method,
-                    generators=self.generators(history, first),
-                )
-                done[first] = fold(base, mixed, self.scale, tensor, writable(key), key)
-            members[first] -= 1
-            yield key, done[first] if members[first] else done.pop(first)
+        yield from once_per_tied_group(vanilla, group, merge)
 
 
 def _member(name: str, help: str, **family: Any) -> type[TaskVectorMerge]:
